@@ -159,7 +159,7 @@ def predict(
 
 
 def _read_texts(path: Path, text_field: str) -> list[str]:
-    from rationalign.data.io import load_texts
+    from rationalign.data.texts import load_texts
 
     return load_texts(path, text_field=text_field)
 

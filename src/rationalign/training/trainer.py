@@ -156,6 +156,9 @@ class Trainer:
         ckpt = find_checkpoint(self.run_dir) if resume else None
         if ckpt is not None:
             state.update(load_checkpoint(ckpt, model, optimizer, scheduler))
+            # A kill between an epoch's log line and its checkpoint would leave a line to be written again.
+            log = "".join(json.dumps(h) + "\n" for h in state["history"])
+            (self.run_dir / LOG_FILE).write_text(log, encoding="utf-8")
         elif not resume:
             (self.run_dir / LOG_FILE).unlink(missing_ok=True)
         started = time.perf_counter()
