@@ -4,7 +4,8 @@ For each dataset and setting (full train, k-shot) this trains a logistic regress
 chooses its regularisation C on the validation split only, and reports test accuracy and macro-F1 (percent).
 
 Few-shot variance: seed 0 uses the shipped ``train_<k>.jsonl``; seeds 1, 2, ... resample k examples per
-label from the full train split. Full-data runs are deterministic (lbfgs), so they run once (std 0).
+label from the full train split with ``rationalign.data.sample_k_shot``. Full-data runs are deterministic
+(lbfgs), so they run once (std 0). C is chosen per run from DEFAULT_GRID on validation accuracy.
 
 MiniLM embeddings (mean pooling over non-pad tokens, then L2-normalised, as sentence-transformers does for
 all-MiniLM-L6-v2) are computed once per dataset for every distinct text and cached under ``bench/.cache/``.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import statistics
 import sys
@@ -47,6 +49,8 @@ from _common import (
     matmul_peak_gflops,
     write_results,
 )
+from rationalign.data.fewshot import sample_k_shot
+from rationalign.data.types import IntentDataset
 from rationalign.errors import RationalignError
 from rationalign.models.resolver import resolve_model, weights_hash
 
@@ -90,18 +94,10 @@ def load_split(dataset: str, split: str) -> Split:
 
 
 def sample_k_per_label(full: Split, k: int, seed: int) -> Split:
-    """k examples per label from ``full``, without replacement; same seed, same sample."""
-    rng = np.random.default_rng([seed, k])
-    by_label: dict[str, list[int]] = {}
-    for i, label in enumerate(full.labels):
-        by_label.setdefault(label, []).append(i)
-    chosen: list[int] = []
-    for label in sorted(by_label):
-        pool = by_label[label]
-        take = min(k, len(pool))
-        chosen.extend(int(i) for i in rng.choice(pool, size=take, replace=False))
-    chosen.sort()
-    return Split([full.texts[i] for i in chosen], [full.labels[i] for i in chosen])
+    """k examples per label from ``full`` with the library's sampler, so every benchmark that resamples
+    with the same (k, seed) trains on the same examples (and the 5-shot sample is inside the 10-shot one)."""
+    sample = sample_k_shot(IntentDataset.from_pairs(zip(full.texts, full.labels, strict=True)), k, seed)
+    return Split(sample.texts, sample.labels)
 
 
 def train_sets(dataset: str, setting: str, seeds: Sequence[int], full: Split) -> list[tuple[int, Split]]:
@@ -192,6 +188,7 @@ def cached_embeddings(
         if vectors.shape[0] == len(distinct):
             meta["cached"] = True
             return dict(zip(distinct, vectors, strict=True)), meta
+    load_before = os.getloadavg()[0]
     start = time.perf_counter()
     vectors = embedder.embed(distinct)
     seconds = time.perf_counter() - start
@@ -203,6 +200,8 @@ def cached_embeddings(
         "padded_tokens": embedder.last_padded_tokens,
         "est_gflop_per_s": round(embedder.flops(embedder.last_widths) / seconds / 1e9, 1),
         "matmul_peak_gflop_per_s": round(matmul_peak_gflops(), 1),
+        # Other jobs share the 2 cores: the load average says how contended the timing was.
+        "load_average": round(max(load_before, os.getloadavg()[0]), 1),
         "date": date.today().isoformat(),
         "machine": machine_info(),
         "cached": False,
@@ -323,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(
                     f"[{dataset}] embeddings: {meta['n_texts']} distinct texts, {meta['texts_per_s']} texts/s, "
                     f"~{meta['est_gflop_per_s']} GFLOP/s vs {meta['matmul_peak_gflop_per_s']} GFLOP/s 1-thread "
-                    f"matmul peak ({how} {meta['date']}, {meta['seconds']} s)",
+                    f"matmul peak ({how} {meta['date']}, {meta['seconds']} s, load average {meta.get('load_average', '?')})",
                     flush=True,
                 )
                 if not meta["cached"]:

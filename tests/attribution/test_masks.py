@@ -57,7 +57,9 @@ def test_small_utterances_enumerate_every_mask_with_expected_counts(d):
         # A mask dropping k words: forced once if k <= 1, plus (M - 1 - d) / ((d - 1) C(d, k)).
         dropped = d - masks.masks.sum(axis=1)
         n_random = budget - 1 - d
-        expected = (dropped <= 1) + np.array([n_random / ((d - 1) * math.comb(d, k)) if k else 0 for k in dropped])
+        expected = (dropped <= 1) + np.array(
+            [n_random / ((d - 1) * math.comb(d, k)) if k else 0 for k in dropped]
+        )
         np.testing.assert_allclose(masks.counts, expected)
 
 
@@ -124,7 +126,7 @@ def test_kernel_matches_lime_text_default():
     lime_weights = np.sqrt(np.exp(-((reference * 100) ** 2) / 25**2))
     np.testing.assert_allclose(kernel_weights(masks), lime_weights, rtol=1e-12)
     np.testing.assert_allclose(kernel_weights(masks, sigma=1.0), np.exp(-(reference**2)))
-    assert DEFAULT_SIGMA == pytest.approx(0.3535533905932738)
+    assert pytest.approx(0.3535533905932738) == DEFAULT_SIGMA
 
 
 def _random_systems(seed, n=9, binary=True):
@@ -144,7 +146,9 @@ def _random_systems(seed, n=9, binary=True):
 @pytest.mark.parametrize("binary", [True, False])
 def test_batched_solver_matches_sklearn_ridge_with_sample_weights(ridge, binary):
     systems = _random_systems(int(ridge * 10) + binary, binary=binary)
-    solution = solve_weighted_ridge([s[0] for s in systems], [s[1] for s in systems], [s[2] for s in systems], ridge)
+    solution = solve_weighted_ridge(
+        [s[0] for s in systems], [s[1] for s in systems], [s[2] for s in systems], ridge
+    )
     for (z, f, w), coef, intercept in zip(systems, solution.coefs, solution.intercepts, strict=True):
         assert coef.shape == (z.shape[1],)
         if ridge == 0.0:
@@ -164,9 +168,13 @@ def test_solver_chunks_large_batches_and_handles_rank_deficiency(monkeypatch):
 
     monkeypatch.setattr(masks_module, "_SOLVE_CHUNK_ELEMENTS", 500)  # force many small chunks
     systems = _random_systems(5, n=12)
-    chunked = solve_weighted_ridge([s[0] for s in systems], [s[1] for s in systems], [s[2] for s in systems], 1.0)
+    chunked = solve_weighted_ridge(
+        [s[0] for s in systems], [s[1] for s in systems], [s[2] for s in systems], 1.0
+    )
     monkeypatch.setattr(masks_module, "_SOLVE_CHUNK_ELEMENTS", 10**9)
-    whole = solve_weighted_ridge([s[0] for s in systems], [s[1] for s in systems], [s[2] for s in systems], 1.0)
+    whole = solve_weighted_ridge(
+        [s[0] for s in systems], [s[1] for s in systems], [s[2] for s in systems], 1.0
+    )
     for a, b in zip(chunked.coefs, whole.coefs, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10)
     # Two identical columns and no ridge: singular; the minimum-norm solution splits the effect evenly.

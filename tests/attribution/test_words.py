@@ -19,7 +19,7 @@ from rationalign.attribution.words import (
     word_spans,
 )
 
-from .conftest import ARCHS, TEXTS
+ARCHS = ("bert", "mpnet", "llama")
 
 
 @pytest.mark.parametrize(
@@ -58,9 +58,9 @@ def _token_chars(text, offsets, mask):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_every_token_maps_to_the_word_that_contains_it(tiny_models, arch):
+def test_every_token_maps_to_the_word_that_contains_it(tiny_models, sample_texts, arch):
     tokenizer = tiny_models[arch].tokenizer
-    texts = [*TEXTS, "hi  there,  you", "I’m here... ok"]
+    texts = [*sample_texts, "hi  there,  you", "I’m here... ok"]
     inputs, alignments = encode_with_words(tokenizer, texts, max_length=64)
     enc = tokenizer(texts, padding=True, return_offsets_mapping=True, return_special_tokens_mask=True)
     assert inputs["input_ids"].tolist() == enc["input_ids"]
@@ -79,8 +79,15 @@ def test_every_token_maps_to_the_word_that_contains_it(tiny_models, arch):
                 assert spans[w][0] >= s
                 continue
             assert spans[w][0] <= s < spans[w][1], (arch, text, t, w)
-        # every word of an untruncated text has at least one token
-        assert set(al.token_to_word) - {-1} == set(range(len(spans)))
+        # every word of an untruncated text has a token, except when one token spans several words
+        # (byte-level BPE's "..."): it counts for the first of them
+        covered = set(al.token_to_word) - {-1}
+        if arch == "llama" and "..." in text:
+            dots = text.index("...")
+            first_dot = next(w for w, (s, _) in enumerate(spans) if s == dots)
+            assert first_dot in covered and first_dot + 1 not in covered and first_dot + 2 not in covered
+            covered |= {first_dot + 1, first_dot + 2}
+        assert covered == set(range(len(spans)))
 
 
 def test_left_padding_is_respected(tiny_models):

@@ -44,6 +44,8 @@ def test_top_k_iou_and_auprc_by_hand():
 
 def test_top_k_selection_conventions():
     assert top_k_indices(np.array([0.5, 0.9, 0.5, 0.1]), 3).tolist() == [1, 0, 2]  # ties: earlier first
+    # Long enough that an unstable sort would reorder the ties.
+    assert top_k_indices(np.array([1.0, 0.0] * 40), 40).tolist() == list(range(0, 80, 2))
     # ceil(percent / 100 * d), at least 1, at most d; exact multiples do not round up.
     assert [top_k_count(4, p) for p in (1, 5, 10, 20, 50, 100)] == [1, 1, 1, 1, 2, 4]
     assert top_k_count(30, 10) == 3

@@ -54,8 +54,11 @@ def test_auroc_and_fpr_by_hand():
 
 def test_threshold_on_exact_tpr_does_not_round_up():
     # 20 in-scope scores 0..19: 95% TPR needs exactly 19 accepted -> threshold 1, not 0.
-    chosen = choose_abstain_threshold(np.arange(20.0), np.array([0.5, 3.5]), 0.95)
-    assert chosen.threshold == 1.0 and chosen.tpr == 0.95 and chosen.fpr == 0.5
+    # An out-of-scope score equal to the threshold is accepted (score >= threshold): FPR 2/3.
+    chosen = choose_abstain_threshold(np.arange(20.0), np.array([0.5, 1.0, 3.5]), 0.95)
+    assert chosen.threshold == 1.0 and chosen.tpr == 0.95 and chosen.fpr == pytest.approx(2 / 3)
+    # 0.28 * 25 evaluates to 7.000000000000001 in floats; 7 of 0..24 accepted -> threshold 18, not 17.
+    assert choose_abstain_threshold(np.arange(25.0), np.array([0.0]), 0.28).threshold == 18.0
 
 
 def test_fpr_matches_sklearn_roc_curve():

@@ -115,9 +115,14 @@ def test_seeded_and_custom_perturbations():
     def prefix(text: str, rng: np.random.Generator) -> str:
         return "please " + text
 
+    def unchanged(text: str, rng: np.random.Generator) -> str:
+        return text
+
     report = evaluate_stability(
-        LookupAttribution(), ["i lost my card"], [1], perturbations={"prefix": prefix}
+        LookupAttribution(), ["i lost my card"], [1], perturbations={"prefix": prefix, "same": unchanged}
     )
+    # A perturbation that changes nothing is skipped, not scored as perfectly stable.
+    assert report.summary("same").n_applied == 0 and report.summary("same").n_skipped == 1
     result = report.results[0]
     assert result.alignment == "lowercase" and result.n_aligned == 4 and result.spearman == pytest.approx(1.0)
     assert report.to_dict()["summaries"][0]["perturbation"] == "prefix"

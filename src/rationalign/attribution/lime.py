@@ -23,7 +23,9 @@ def _probability_of(probs: np.ndarray, target: int) -> np.ndarray:
     return probs[:, target]
 
 
-def as_scorer(model: Any, batch_size: int = 64) -> tuple[Callable[[list[str]], np.ndarray], Callable[[], str]]:
+def as_scorer(
+    model: Any, batch_size: int = 64
+) -> tuple[Callable[[list[str]], np.ndarray], Callable[[], str]]:
     """``(score_fn, fingerprint_fn)`` for an :class:`IntentClassifier`, a ``Teacher`` or a plain function.
 
     ``score_fn(texts) -> [n, C]`` probabilities. The fingerprint is computed lazily (hashing a model's
@@ -46,8 +48,12 @@ def as_scorer(model: Any, batch_size: int = 64) -> tuple[Callable[[list[str]], n
         return (lambda texts: np.asarray(predict(texts))), (lambda: str(model.fingerprint))
     if callable(model):
         name = getattr(model, "__qualname__", type(model).__qualname__)
-        return (lambda texts: np.asarray(model(texts))), (lambda: f"fn:{getattr(model, '__module__', '')}.{name}")
-    raise TypeError(f"cannot score texts with {type(model).__name__}: give an IntentClassifier, a Teacher or a function")
+        return (lambda texts: np.asarray(model(texts))), (
+            lambda: f"fn:{getattr(model, '__module__', '')}.{name}"
+        )
+    raise TypeError(
+        f"cannot score texts with {type(model).__name__}: give an IntentClassifier, a Teacher or a function"
+    )
 
 
 class LimePrior:
@@ -204,7 +210,12 @@ def captum_lime_attribute(
         distance = 1.0 - float(z.sum().sqrt() / np.sqrt(d)) if z.sum() > 0 else 1.0
         return float(np.exp(-(distance**2) / sigma**2))
 
-    lime = Lime(forward, interpretable_model=SkLearnRidge(alpha=ridge), similarity_func=similarity, perturb_func=perturb)
+    lime = Lime(
+        forward,
+        interpretable_model=SkLearnRidge(alpha=ridge),
+        similarity_func=similarity,
+        perturb_func=perturb,
+    )
     coefs = lime.attribute(
         torch.arange(d, dtype=torch.float32).unsqueeze(0),
         baselines=-1.0,

@@ -183,7 +183,9 @@ def sample_masks(d: int, n_masks: int, rng: np.random.Generator, design: Design 
     draws = _balanced_draws(d, n_random, rng) if design == "balanced" else _iid_draws(d, n_random, rng)
     all_masks = np.concatenate([forced, draws])
     # Deduplicate, keeping first-occurrence order so all-ones stays row 0.
-    _, first, inverse = np.unique(np.packbits(all_masks, axis=1), axis=0, return_index=True, return_inverse=True)
+    _, first, inverse = np.unique(
+        np.packbits(all_masks, axis=1), axis=0, return_index=True, return_inverse=True
+    )
     inverse = inverse.ravel()
     counts_by_unique = np.bincount(inverse, minlength=len(first)).astype(np.float64)
     order = np.argsort(first)
@@ -420,7 +422,9 @@ class MaskingExplainer:
             chunk = unique[start : start + self.max_texts_per_call]
             probs = np.asarray(self._score_fn(chunk), dtype=np.float64)
             if probs.ndim != 2 or probs.shape[0] != len(chunk):
-                raise ValueError(f"the scorer returned shape {probs.shape} for {len(chunk)} texts; want [n, C]")
+                raise ValueError(
+                    f"the scorer returned shape {probs.shape} for {len(chunk)} texts; want [n, C]"
+                )
             parts.append(probs)
             calls += 1
         return np.concatenate(parts)[rows], len(unique), calls
@@ -446,7 +450,9 @@ class MaskingExplainer:
             for words, mask_set, offset in prepared
         ]
 
-    def explain(self, texts: Sequence[str], targets: Sequence[int]) -> tuple[list[WordAttribution], np.ndarray]:
+    def explain(
+        self, texts: Sequence[str], targets: Sequence[int]
+    ) -> tuple[list[WordAttribution], np.ndarray]:
         """Word attributions for ``texts`` w.r.t. ``targets``, and the probabilities of the unmasked texts."""
         texts, targets = list(texts), [int(t) for t in targets]
         if len(texts) != len(targets):

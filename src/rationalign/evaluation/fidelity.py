@@ -81,7 +81,8 @@ def top_k_count(n_words: int, percent: float) -> int:
         raise ConfigError(f"top-k percentage must be in (0, 100], got {percent}")
     if n_words < 1:
         raise DataError("cannot select top-k words of an empty utterance; fix: drop empty utterances")
-    # The 1e-9 absorbs float noise (e.g. 0.1 * 30 = 3.0000000000000004) so exact multiples do not round up.
+    # Multiplying before dividing keeps integer percentages exact; the 1e-9 guards non-integer ones
+    # against float noise just above a whole number (which would add a word).
     return min(n_words, max(1, math.ceil(percent * n_words / 100 - 1e-9)))
 
 

@@ -114,7 +114,7 @@ def choose_abstain_threshold(
     _check_target_tpr(target_tpr)
     positives = np.sort(_check_scores(in_scores_valid, "in_scores_valid"))[::-1]
     negatives = _check_scores(oos_scores_valid, "oos_scores_valid")
-    # 1e-9 so that e.g. 0.95 * 20 = 19.000000000000004 still needs 19 examples, not 20.
+    # 1e-9 absorbs float noise: 0.28 * 25 = 7.000000000000001 must need 7 examples, not 8.
     n_accept = min(positives.size, max(1, math.ceil(target_tpr * positives.size - 1e-9)))
     threshold = float(positives[n_accept - 1])
     return AbstainThreshold(

@@ -13,7 +13,7 @@ Signals (reference = training texts, incoming = the log; each side subsampled to
 A raw divergence depends on sample size (two samples of the same data never have JS 0), so each signal's
 decision is a test: vocabulary and embedding statistics get permutation p-values (the texts are pooled and
 re-split ``permutations`` times), labels the chi-square p-value, confidence the Mann-Whitney p-value. A
-signal is flagged when its p-value is below ``alpha / number_of_signals`` (Bonferroni: a sample of the
+signal is flagged when its p-value is at most ``alpha / number_of_signals`` (Bonferroni: a sample of the
 training distribution is flagged with probability at most ``alpha``) and, for labels and confidence, the
 shift is also large enough to matter (``min_label_js``, ``min_confidence_shift``).
 """
@@ -170,8 +170,8 @@ def vocabulary_shift(
             vals.append(c)
     counts = sparse.csr_matrix((vals, (rows, cols)), shape=(len(docs), len(vocab)), dtype=np.float64)
     split = _split_indicators(len(reference), len(incoming), permutations, rng)
-    side_a = np.asarray(sparse.csr_matrix(split) @ counts)
-    side_b = np.asarray(sparse.csr_matrix(1.0 - split) @ counts)
+    side_a = (sparse.csr_matrix(split) @ counts).toarray()
+    side_b = (sparse.csr_matrix(1.0 - split) @ counts).toarray()
     oov = np.where(side_a > 0, 0.0, side_b).sum(1) / np.maximum(side_b.sum(1), 1e-300)
     js = _rows_js(side_a, side_b)
     return {
@@ -195,7 +195,7 @@ def mmd_permutation(x: np.ndarray, y: np.ndarray, permutations: int, rng: np.ran
     # With a = indicator of side x scaled 1/n_x and b = indicator of side y scaled 1/n_y,
     # MMD^2 = a'Ka + b'Kb - 2 a'Kb = (a - b)' K (a - b).
     weights = split / len(x) - (1.0 - split) / len(y)
-    stats = np.einsum("pi,ij,pj->p", weights, kernel, weights)
+    stats = np.sum((weights @ kernel) * weights, axis=1)
     return float(stats[0]), _permutation_p(stats[0], stats[1:])
 
 
@@ -303,6 +303,11 @@ def detect_drift(
     inc = _subsample(incoming, th.max_samples, rng)
     n_signals = 5
     level = th.alpha / n_signals
+    if 1.0 / (th.permutations + 1) > level:
+        raise ConfigError(
+            f"{th.permutations} permutations cannot give a p-value <= {level:.3g} (alpha {th.alpha} / "
+            f"{n_signals} signals); fix: use at least {math.ceil(1 / level) - 1} permutations or a larger alpha"
+        )
 
     probs_ref, probs_inc = clf.predict_proba(ref), clf.predict_proba(inc)
     n_labels = len(clf.label_space)
@@ -337,21 +342,21 @@ def detect_drift(
     perm = f"{th.permutations} permutations of {len(ref_small)} + {len(inc_small)} texts"
     signals = [
         DriftSignal("label_distribution", label_js, label_p,
-                    f"chi-square p < {level:.3g} and JS >= {th.min_label_js}",
-                    label_p < level and label_js >= th.min_label_js,
+                    f"chi-square p <= {level:.3g} and JS >= {th.min_label_js}",
+                    label_p <= level and label_js >= th.min_label_js,
                     f"JS {label_js:.4f} bits between predicted-label distributions; chi-square p = {label_p:.3g}"),
-        DriftSignal("vocabulary_oov", oov_full, vocab["oov_p"], f"permutation p < {level:.3g}",
-                    vocab["oov_p"] < level,
+        DriftSignal("vocabulary_oov", oov_full, vocab["oov_p"], f"permutation p <= {level:.3g}",
+                    vocab["oov_p"] <= level,
                     f"{oov_full:.1%} of incoming words are not in the training vocabulary "
                     f"({vocab['oov_rate']:.1%} on the subsample; {perm})"),
-        DriftSignal("vocabulary_js", vocab_js_full, vocab["vocab_js_p"], f"permutation p < {level:.3g}",
-                    vocab["vocab_js_p"] < level,
+        DriftSignal("vocabulary_js", vocab_js_full, vocab["vocab_js_p"], f"permutation p <= {level:.3g}",
+                    vocab["vocab_js_p"] <= level,
                     f"unigram JS {vocab_js_full:.4f} bits ({vocab['vocab_js']:.4f} on the subsample; {perm})"),
-        DriftSignal("embedding_mmd", mmd, mmd_p, f"permutation p < {level:.3g}", mmd_p < level,
+        DriftSignal("embedding_mmd", mmd, mmd_p, f"permutation p <= {level:.3g}", mmd_p <= level,
                     f"RBF MMD^2 {mmd:.4g}; cosine between mean embeddings {cosine:.4f} ({perm})"),
         DriftSignal("confidence", conf_shift, conf_p,
-                    f"Mann-Whitney p < {level:.3g} and |shift| >= {th.min_confidence_shift}",
-                    conf_p < level and abs(conf_shift) >= th.min_confidence_shift,
+                    f"Mann-Whitney p <= {level:.3g} and |shift| >= {th.min_confidence_shift}",
+                    conf_p <= level and abs(conf_shift) >= th.min_confidence_shift,
                     f"mean max-probability {conf_ref.mean():.3f} -> {conf_inc.mean():.3f}"),
     ]
     names = clf.label_space.names

@@ -50,8 +50,8 @@ def reliability_svg(bins: Sequence[Mapping[str, Any]], title: str = "Reliability
                 edgecolor="white", label="accuracy")
         gap_bottom = [min(b["accuracy"], b["mean_confidence"]) for b in full]
         gap_height = [abs(b["accuracy"] - b["mean_confidence"]) for b in full]
-        top.bar(left, gap_height, bottom=gap_bottom, width=width, align="edge", color=ORANGE, alpha=0.35,
-                edgecolor=ORANGE, hatch="//", label="gap to confidence")
+        top.bar(left, gap_height, bottom=gap_bottom, width=width, align="edge", color=ORANGE, alpha=0.45,
+                edgecolor=ORANGE, linewidth=0.8, label="gap to mean confidence")
         top.plot([0, 1], [0, 1], "--", color=GREY, linewidth=1, label="perfect calibration")
         top.set_xlim(0, 1)
         top.set_ylim(0, 1)

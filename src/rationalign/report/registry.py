@@ -127,13 +127,13 @@ def _is_number(value: Any) -> bool:
 
 def collect_metrics(run_dir: str | Path, manifest: Mapping[str, Any]) -> dict[str, float]:
     """Numeric metrics of a run: manifest ``metrics``, ``parameters``, and ``metrics.json`` scalars."""
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = {}  # ints stay ints (epochs, counts), so reports print them as such
     for key, value in (manifest.get("metrics") or {}).items():
         if _is_number(value):
-            metrics[key] = float(value)
+            metrics[key] = value
     parameters = (manifest.get("model") or {}).get("parameters")
     if _is_number(parameters):
-        metrics.setdefault("parameters", float(parameters))
+        metrics.setdefault("parameters", parameters)
     extra = Path(run_dir) / EXTRA_METRICS
     if extra.is_file():
         try:
@@ -146,7 +146,7 @@ def collect_metrics(run_dir: str | Path, manifest: Mapping[str, Any]) -> dict[st
             raise ConfigError(located(extra, 1, "not a JSON object", 'write e.g. {"ece": 0.03}'))
         for key, value in data.items():
             if _is_number(value):
-                metrics[key] = float(value)
+                metrics[key] = value
     return metrics
 
 

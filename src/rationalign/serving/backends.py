@@ -144,7 +144,9 @@ def load_backend(
         raise ModelError(f"unknown backend {backend!r}; fix: choose one of {', '.join(BACKENDS)}")
     if isinstance(source, IntentClassifier):
         if backend != "torch":
-            raise ModelError("an in-memory classifier runs on the torch backend; fix: export it and pass the folder")
+            raise ModelError(
+                "an in-memory classifier runs on the torch backend; fix: export it and pass the folder"
+            )
         return TorchBackend(source)
     folder = Path(source)
     if not folder.is_dir():

@@ -57,6 +57,16 @@ class _Job:
 
 
 @dataclass
+class BatchOutput:
+    """One request's share of a micro-batch: its rows, and how the batch that served it went."""
+
+    rows: np.ndarray
+    batch_size: int  # texts in the whole micro-batch (this request's and its neighbours')
+    wait_ms: float  # time in the queue before the batch started
+    compute_ms: float  # time the batch function took
+
+
+@dataclass
 class BatchStats:
     """What the worker has done so far (read by ``/metrics`` and tests)."""
 
@@ -69,8 +79,8 @@ class BatchStats:
 class MicroBatcher:
     """Run ``fn(texts) -> array[n, ...]`` on micro-batches of concurrent requests in one worker thread.
 
-    ``submit(texts)`` returns a :class:`concurrent.futures.Future` with the rows of ``fn``'s output for
-    those texts, in order. ``on_batch(n_texts, seconds)`` is called after every batch (for metrics).
+    ``submit(texts)`` returns a :class:`concurrent.futures.Future` of a :class:`BatchOutput` holding the
+    rows of ``fn``'s output for those texts, in order. ``on_batch(n_texts, seconds)`` is called after every batch (for metrics).
     """
 
     def __init__(
@@ -120,9 +130,9 @@ class MicroBatcher:
         return job.future
 
     def run(self, texts: Sequence[str], timeout_s: float | None = None) -> np.ndarray:
-        """Blocking :meth:`submit` (for scripts and tests)."""
+        """Blocking :meth:`submit` (for scripts and tests): the rows for ``texts``."""
         wait = timeout_s if timeout_s is not None else self.timeout_s
-        return self.submit(texts, wait).result(timeout=wait + 5.0)
+        return self.submit(texts, wait).result(timeout=wait + 5.0).rows
 
     @property
     def depth(self) -> int:
@@ -180,7 +190,9 @@ class MicroBatcher:
                     continue
                 if now > job.deadline:
                     self.stats.timeouts += 1
-                    self._fail(job, RequestTimeout("request timed out in the queue; the server is overloaded"))
+                    self._fail(
+                        job, RequestTimeout("request timed out in the queue; the server is overloaded")
+                    )
                     continue
                 live.append(job)
             if live:
@@ -206,8 +218,11 @@ class MicroBatcher:
         offset = 0
         for job in jobs:
             n = len(job.texts)
+            result = BatchOutput(
+                out[offset : offset + n], len(texts), (start - job.enqueued) * 1000.0, seconds * 1000.0
+            )
             if job.future.set_running_or_notify_cancel():
-                job.future.set_result(out[offset : offset + n])
+                job.future.set_result(result)
             offset += n
 
     @staticmethod

@@ -72,7 +72,9 @@ def _check_out_dir(model_dir: Path, out_dir: Path) -> None:
             raise ConfigError(f"{out_dir}: exists and is not a folder; fix: choose a new --out")
         if any(out_dir.iterdir()) and not (out_dir / META_FILE).is_file():
             # Never delete a folder we did not write: only a previous export may be replaced.
-            raise ConfigError(f"{out_dir}: exists and is not a model folder; fix: choose a new or empty --out")
+            raise ConfigError(
+                f"{out_dir}: exists and is not a model folder; fix: choose a new or empty --out"
+            )
 
 
 def _copy_model_files(model_dir: Path, dest: Path, copy_weights: bool) -> None:
@@ -113,7 +115,6 @@ def _trace_to_onnx(clf: IntentClassifier, path: Path, opset: int) -> None:
 def quantize_int8(src: Path, dst: Path) -> None:
     """Dynamic int8 quantisation of the weights (activations stay fp32, scaled at run time)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
-
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with warnings.catch_warnings(), tempfile.TemporaryDirectory(dir=dst.parent) as scratch:
@@ -176,16 +177,21 @@ def export_model(
                     f"{model_dir}: the ONNX graph differs from PyTorch by {result.max_abs_diff:.2e} "
                     f"(> {FP32_TOLERANCE}); fix: serve this model with --backend torch"
                 )
-            meta.update(opset=opset, onnxruntime_version=onnxruntime.__version__, max_abs_diff=result.max_abs_diff)
+            meta.update(
+                opset=opset, onnxruntime_version=onnxruntime.__version__, max_abs_diff=result.max_abs_diff
+            )
             result.onnx_path = out_dir / ONNX_FILE
             if int8:
                 quantize_int8(tmp / ONNX_FILE, tmp / ONNX_INT8_FILE)
                 got8 = OnnxBackend(tmp, int8=True).logits(list(PROBE_TEXTS))
                 result.int8_argmax_agreement = float((got8.argmax(1) == reference.argmax(1)).mean())
-                meta.update(int8="dynamic QInt8 weights", int8_probe_argmax_agreement=result.int8_argmax_agreement)
+                meta.update(
+                    int8="dynamic QInt8 weights", int8_probe_argmax_agreement=result.int8_argmax_agreement
+                )
                 result.int8_path = out_dir / ONNX_INT8_FILE
             (tmp / EXPORT_META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
         result.files = sorted(p.name for p in tmp.iterdir())
+        tmp.chmod(0o755)  # mkdtemp makes it private; an export is meant to be shipped
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)

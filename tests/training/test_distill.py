@@ -1,0 +1,173 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
+
+from rationalign.attribution.words import split_words
+from rationalign.data.types import IntentDataset
+from rationalign.models.classifier import IntentClassifier
+from rationalign.training.config import TrainConfig
+from rationalign.training.distill import (
+    DistillationObjective,
+    DistillConfig,
+    alignment_loss,
+    kd_loss,
+    normalise_prior,
+    student_attribution,
+)
+from rationalign.training.objectives import Batch
+from rationalign.training.trainer import Trainer
+
+TEXTS = ["block my card please", "set an alarm for seven", "check alarms"]
+
+
+def _clf(space, arch="bert"):
+    clf = IntentClassifier.tiny(space, arch=arch, seed=11)
+    clf.model.eval()  # no dropout: attributions are deterministic
+    return clf
+
+
+def _captum_words(clf, attributions, text):
+    enc = clf.tokenizer([text], return_offsets_mapping=True)
+    from rationalign.attribution.words import align_offsets
+
+    special = clf.tokenizer.get_special_tokens_mask(enc["input_ids"][0], already_has_special_tokens=True)
+    index = align_offsets(text, enc["offset_mapping"][0], special)
+    words = np.zeros(len(split_words(text)))
+    for tok, w in enumerate(index):
+        if w >= 0:
+            words[w] += float(attributions[0, tok].sum())
+    return words
+
+
+@pytest.mark.parametrize("arch", ["bert", "llama"])
+def test_gradient_x_input_matches_captum(tiny_label_space, arch):
+    clf = _clf(tiny_label_space, arch)
+    targets = torch.tensor([0, 2, 3])
+    ours = student_attribution(clf, TEXTS, targets, method="gxi", output="logit", create_graph=False)
+    for i, text in enumerate(TEXTS):
+        enc = clf.tokenizer([text], return_tensors="pt")
+
+        def forward(ids, mask):
+            return clf.model(input_ids=ids, attention_mask=mask).logits
+
+        ref = LayerGradientXActivation(forward, clf.model.get_input_embeddings()).attribute(
+            enc["input_ids"], target=int(targets[i]), additional_forward_args=(enc["attention_mask"],)
+        )
+        expected = _captum_words(clf, ref.detach(), text)
+        got = ours.word_scores[i, : len(expected)].detach().numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_ig_k_steps_matches_captum(tiny_label_space):
+    clf = _clf(tiny_label_space)
+    targets = torch.tensor([1, 2, 0])
+    ours = student_attribution(clf, TEXTS, targets, method="ig", ig_steps=8, output="logit", create_graph=False)
+    for i, text in enumerate(TEXTS):
+        enc = clf.tokenizer([text], return_tensors="pt")
+        ids = enc["input_ids"]
+        baseline = torch.where(
+            torch.isin(ids, torch.tensor(clf.tokenizer.all_special_ids)), ids, torch.full_like(ids, clf.tokenizer.pad_token_id)
+        )
+
+        def forward(x, mask):
+            return clf.model(input_ids=x, attention_mask=mask).logits
+
+        lig = LayerIntegratedGradients(forward, clf.model.get_input_embeddings())
+        ref = lig.attribute(ids, baselines=baseline, target=int(targets[i]), n_steps=8, method="gausslegendre",
+                            additional_forward_args=(enc["attention_mask"],))
+        expected = _captum_words(clf, ref.detach(), text)
+        np.testing.assert_allclose(ours.word_scores[i, : len(expected)].detach().numpy(), expected, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["gxi", "ig"])
+def test_self_attribution_gradcheck(tiny_label_space, method):
+    clf = _clf(tiny_label_space)
+    clf.model.double()
+    head = clf.model.classifier.weight
+    targets = torch.tensor([0, 3])
+
+    # float64 end to end (output='logit': the log-softmax path computes in float32 on purpose); the
+    # head weight is swapped for a plain tensor so gradcheck can differentiate w.r.t. it
+    w0 = head.detach().clone().requires_grad_(True)
+
+    def functional(weight):
+        orig = clf.model.classifier.weight
+        del clf.model.classifier.weight
+        clf.model.classifier.weight = weight
+        try:
+            return student_attribution(clf, TEXTS[:2], targets, method=method, ig_steps=2, output="logit").word_scores
+        finally:
+            del clf.model.classifier.weight
+            clf.model.classifier.weight = orig
+
+    assert torch.autograd.gradcheck(functional, (w0,), eps=1e-6, atol=1e-5, rtol=1e-3)
+
+
+def test_kd_loss_hand_computed():
+    logits = torch.tensor([[0.0, math.log(3.0)]])  # student p = [0.25, 0.75] at T=1
+    teacher = torch.tensor([[0.5, 0.5]])
+    expected = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
+    assert kd_loss(logits, teacher, 1.0).item() == pytest.approx(expected, rel=1e-5)
+    # at T=2 the teacher [0.2, 0.8] is re-tempered to sqrt-probabilities [1/3, 2/3]; student logits/2
+    t2 = kd_loss(torch.tensor([[0.0, 0.0]]), torch.tensor([[0.2, 0.8]]), 2.0).item()
+    pt = np.array([1 / 3, 2 / 3])
+    assert t2 == pytest.approx(4 * float((pt * np.log(pt / 0.5)).sum()), rel=1e-5)
+
+
+def test_alignment_losses_hand_computed():
+    mask = torch.tensor([[True, True, False]])
+    prior = torch.tensor([[1.0, 0.0, 0.0]])
+    scores = torch.tensor([[1.0, -1.0, 5.0]])  # standardised over the two real words: [1, -1]
+    s = np.exp([1, -1]) / np.exp([1, -1]).sum()
+    assert alignment_loss(scores, prior, mask, "mse").item() == pytest.approx((s[0] - 1) ** 2 + s[1] ** 2, rel=1e-5)
+    assert alignment_loss(scores, prior, mask, "kl").item() == pytest.approx(-math.log(s[0]), rel=1e-5)
+    cos = 1 / math.sqrt(2)
+    assert alignment_loss(scores, prior, mask, "cosine").item() == pytest.approx(1 - cos, rel=1e-5)
+
+
+def test_normalise_prior():
+    np.testing.assert_allclose(normalise_prior(np.array([2.0, -1.0, 2.0])), [0.5, 0.0, 0.5])
+    assert normalise_prior(np.array([-1.0, 0.0])) is None
+
+
+def test_alignment_training_moves_attributions_towards_the_prior(tiny_label_space):
+    texts = ["block my card", "freeze my card", "set my alarm", "check my alarm"] * 4
+    labels = ["card_block", "card_block", "alarm_set", "alarm_query"] * 4
+    ds = IntentDataset.from_pairs(zip(texts, labels, strict=True))
+    # prior: all mass on the verb (the discriminative word), none on the shared "card"/"alarm"
+    priors = [np.array([1.0, 0.0, 0.0]) for _ in texts]
+    targets = torch.tensor(ds.label_ids(tiny_label_space))
+
+    def align_now(clf):
+        clf.model.eval()
+        attr = student_attribution(clf, texts, targets, create_graph=False)
+        prior = torch.tensor(np.stack(priors), dtype=torch.float32)
+        return alignment_loss(attr.word_scores.detach(), prior, attr.word_mask, "mse").item()
+
+    clf = IntentClassifier.tiny(tiny_label_space, seed=2)
+    before = align_now(clf)
+    objective = DistillationObjective(DistillConfig(lam=5.0, alpha=0.0), priors=priors)
+    cfg = TrainConfig(epochs=8, batch_size=8, lr=3e-3, head_lr=3e-3, warmup_ratio=0.0, patience=99)
+    import tempfile
+
+    Trainer(clf, ds, None, cfg, tempfile.mkdtemp(), objective=objective, progress=False).fit()
+    after = align_now(clf)
+    assert after < 0.5 * before, (before, after)
+
+
+def test_objective_parts_and_warmup(tiny_label_space):
+    clf = IntentClassifier.tiny(tiny_label_space, seed=0)
+    enc = clf.encode(TEXTS)
+    batch = Batch(enc["input_ids"], enc["attention_mask"], torch.tensor([0, 2, 3]), torch.tensor([0, 1, 2]), TEXTS)
+    soft = np.full((3, 4), 0.25)
+    priors = [np.ones(len(split_words(t))) for t in TEXTS]
+    obj = DistillationObjective(DistillConfig(warmup_steps=2), soft_labels=soft, priors=priors)
+    first = obj(clf, batch)  # lambda = 0 at step 0: no alignment term yet
+    assert set(first.parts) == {"ce", "kd"}
+    second = obj(clf, batch)
+    assert set(second.parts) == {"ce", "kd", "align"}
+    second.loss.backward()
+    assert clf.model.classifier.weight.grad is not None
