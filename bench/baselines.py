@@ -47,6 +47,7 @@ from _common import (
     machine_info,
     markdown_table,
     matmul_peak_gflops,
+    read_results,
     write_results,
 )
 from rationalign.data.fewshot import sample_k_shot
@@ -280,6 +281,66 @@ def summarise(runs: list[RunResult], field: str) -> tuple[float, float]:
     return round(statistics.fmean(values), 2), round(std, 2)
 
 
+# Published accuracy (%), printed beside ours for scale; never produced by this script.
+# Few-shot: Zhang et al., "Few-Shot Intent Detection via Contrastive Pre-Training and Fine-Tuning"
+# (CPFT, EMNLP 2021); columns banking77, hwu64, clinc150.
+PUBLISHED: dict[tuple[str, str], tuple[float | None, float | None, float | None]] = {
+    ("full", "RoBERTa-base classifier"): (92.63, None, None),
+    ("10-shot", "RoBERTa-base classifier"): (84.3, 82.9, 91.6),
+    ("10-shot", "CPFT"): (87.2, 87.1, 94.2),
+    ("5-shot", "RoBERTa-base classifier"): (74.0, 75.6, 88.0),
+    ("5-shot", "CPFT"): (80.9, 82.0, 92.3),
+}
+PUBLISHED_COLUMNS = ("banking77", "hwu64", "clinc150")
+
+
+def render_markdown(rows: list[dict], datasets: Sequence[str], settings: Sequence[str]) -> str:
+    """The tables of the "Cheap baselines" section of BENCHMARKS.md, from the results file."""
+    order = [(s, m) for s in settings for m in METHODS]
+    fields = ("setting", "method")
+    out = []
+    for metric, title in (("accuracy", "Accuracy"), ("macro_f1", "Macro-F1")):
+        out.append(f"**{title}** (%, test split; few-shot: mean ± sample std over seeds)\n")
+        out.append(markdown_table(rows, metric, columns=datasets, row_fields=fields, row_order=order))
+    out.append("**Published reference points** (accuracy %, *published figures, not measured by us*)\n")
+    out.append("| setting | method | " + " | ".join(PUBLISHED_COLUMNS) + " |")
+    out.append("|---|---|" + "---:|" * len(PUBLISHED_COLUMNS))
+    for (setting, method), values in PUBLISHED.items():
+        cells = ["-" if v is None else f"{v:g}" for v in values]
+        out.append(f"| {setting} | {method} (published) | " + " | ".join(cells) + " |")
+    embed = {(r["dataset"], r["metric"]): r for r in rows if r["method"] == EMBED_METHOD}
+    if embed:
+        out.append(
+            "\n**MiniLM-L6 embedding throughput** (all distinct texts of train+valid+test, batch 128, 1 thread)\n"
+        )
+        out.append(
+            "| dataset | texts/s | est. GFLOP/s | 1-thread fp32 matmul GFLOP/s (same run) | fraction |"
+        )
+        out.append("|---|---:|---:|---:|---:|")
+        for dataset in datasets:
+            if (dataset, "texts_per_s") not in embed:
+                continue
+            speed = embed[(dataset, "texts_per_s")]["value"]
+            gflops = embed.get((dataset, "est_gflop_per_s"), {}).get("value")
+            peak = embed.get((dataset, "matmul_peak_gflop_per_s"), {}).get("value")
+            fraction = f"{gflops / peak:.0%}" if gflops and peak else "-"
+            out.append(f"| {dataset} | {speed:g} | {gflops or '-'} | {peak or '-'} | {fraction} |")
+    used = [r for r in rows if r["dataset"] in datasets]
+    dates = sorted({r["date"] for r in used})
+    machines = sorted({r["machine"] for r in used})
+    everything = command_line(
+        [__file__, "--datasets", *datasets, "--settings", *settings, "--seeds", "0", "1", "2"]
+    )
+    example = next((r["command"] for r in used if r["method"] in METHODS), None)
+    out.append(f"\nReproduce all rows: `{everything}` (then `--markdown` prints these tables).")
+    if example:
+        out.append(
+            f"Each row in `bench/results/baselines.json` carries its own narrower command, e.g. `{example}`."
+        )
+    out.append(f"\nDate: {', '.join(dates)}. Machine: {'; '.join(machines)}.")
+    return "\n".join(out) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["banking77", "hwu64", "clinc150"])
@@ -291,7 +352,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--grid", nargs="+", type=float, default=list(DEFAULT_GRID), help="C values tried")
     parser.add_argument("--batch-size", type=int, default=128, help="embedding batch size")
     parser.add_argument("--no-cache", action="store_true", help="recompute MiniLM embeddings")
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the BENCHMARKS.md tables from the results file; no runs",
+    )
     args = parser.parse_args(argv)
+    if args.markdown:
+        try:
+            print(render_markdown(read_results(RESULTS_NAME), args.datasets, args.settings), end="")
+        except RationalignError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
 
     torch.set_num_threads(1)
     wall_start = time.perf_counter()

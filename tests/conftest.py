@@ -18,10 +18,25 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Four intents in two confusable pairs sharing a keyword ("card", "alarm"): enough to learn in seconds.
 TINY_INTENTS = {
-    "card_block": ["block my card", "please freeze my card", "lock the card now", "my card was stolen block it"],
-    "card_activate": ["activate my card", "how do i enable my new card", "turn on my card", "start using my card"],
+    "card_block": [
+        "block my card",
+        "please freeze my card",
+        "lock the card now",
+        "my card was stolen block it",
+    ],
+    "card_activate": [
+        "activate my card",
+        "how do i enable my new card",
+        "turn on my card",
+        "start using my card",
+    ],
     "alarm_set": ["set an alarm for 7", "wake me up at six", "create an alarm tomorrow", "set alarm at noon"],
-    "alarm_query": ["what alarms do i have", "check my alarms", "which alarm is set", "show alarms for tomorrow"],
+    "alarm_query": [
+        "what alarms do i have",
+        "check my alarms",
+        "which alarm is set",
+        "show alarms for tomorrow",
+    ],
 }
 
 
@@ -79,8 +94,14 @@ def tiny_base_dir(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("tiny-base")
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm-l6"))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     torch.manual_seed(0)
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -23,9 +23,12 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (data:, train:, output_dir:).")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config (data:, train:, output_dir:).")
+]
 SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", help="Override a config field, e.g. --set train.lr=3e-5 (repeatable).")
+    list[str] | None,
+    typer.Option("--set", help="Override a config field, e.g. --set train.lr=3e-5 (repeatable)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 
@@ -47,16 +50,30 @@ def _run_config(config: Path | None, overrides: dict[str, object], sets: list[st
 @app.command()
 def train(
     config: ConfigOpt = None,
-    data: Annotated[str | None, typer.Option(help="Data file, split folder or dataset name (banking77, hwu64, clinc150).")] = None,
-    train_split: Annotated[str | None, typer.Option(help="Training split in a folder, e.g. train_10.")] = None,
-    k_shot: Annotated[int | None, typer.Option(help="Sample k examples per label from the training split.")] = None,
-    model: Annotated[str | None, typer.Option(help="Backbone: minilm-l6, mpnet-base, smollm2-135m or a local HF folder.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Run directory (checkpoints, model/, manifest.json).")] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Data file, split folder or dataset name (banking77, hwu64, clinc150).")
+    ] = None,
+    train_split: Annotated[
+        str | None, typer.Option(help="Training split in a folder, e.g. train_10.")
+    ] = None,
+    k_shot: Annotated[
+        int | None, typer.Option(help="Sample k examples per label from the training split.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Backbone: minilm-l6, mpnet-base, smollm2-135m or a local HF folder.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory (checkpoints, model/, manifest.json).")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
     lr: Annotated[float | None, typer.Option(help="Backbone learning rate.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (data sampling, head init, dropout, order).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run directory's last checkpoint.")] = False,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed (data sampling, head init, dropout, order).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the run directory's last checkpoint.")
+    ] = False,
     sets: SetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -64,9 +81,15 @@ def train(
     from rationalign.training.run import train_run
 
     overrides = {
-        "data.path": data, "data.train_split": train_split, "data.k_shot": k_shot, "train.model": model,
-        "output_dir": str(out) if out else None, "train.epochs": epochs, "train.lr": lr,
-        "train.batch_size": batch_size, "train.seed": seed,
+        "data.path": data,
+        "data.train_split": train_split,
+        "data.k_shot": k_shot,
+        "train.model": model,
+        "output_dir": str(out) if out else None,
+        "train.epochs": epochs,
+        "train.lr": lr,
+        "train.batch_size": batch_size,
+        "train.seed": seed,
     }
     cfg = _run_config(config, overrides, sets)
     result = train_run(cfg, resume=resume, progress=not as_json)
@@ -86,14 +109,18 @@ def _load_eval_data(data: str, split: str, text_field: str, label_field: str):
         candidates = [path / f"{split}{ext}" for ext in (".jsonl", ".csv", ".tsv", ".json")]
         found = [c for c in candidates if c.is_file()]
         if not found:
-            raise DataError(f"{path}: no {split}.jsonl or {split}.csv; fix: pass --split with an existing split")
+            raise DataError(
+                f"{path}: no {split}.jsonl or {split}.csv; fix: pass --split with an existing split"
+            )
         path = found[0]
     return load_dataset(path, text_field=text_field, label_field=label_field)
 
 
 @app.command()
 def evaluate(
-    model_dir: Annotated[Path, typer.Argument(help="A model folder written by rationalign (e.g. runs/x/model).")],
+    model_dir: Annotated[
+        Path, typer.Argument(help="A model folder written by rationalign (e.g. runs/x/model).")
+    ],
     data: Annotated[str, typer.Option(help="Data file, split folder or dataset name.")],
     split: Annotated[str, typer.Option(help="Split to evaluate when --data is a folder.")] = "test",
     text_field: str = "text",
@@ -123,7 +150,9 @@ def evaluate(
     console.print(f"accuracy {report.accuracy:.4f}   macro-F1 {report.macro_f1:.4f}")
     table = Table("label", "precision", "recall", "F1", "support", title="per class (worst F1 first)")
     for row in sorted(report.per_class, key=lambda r: r.f1):
-        table.add_row(row.label, f"{row.precision:.3f}", f"{row.recall:.3f}", f"{row.f1:.3f}", str(row.support))
+        table.add_row(
+            row.label, f"{row.precision:.3f}", f"{row.recall:.3f}", f"{row.f1:.3f}", str(row.support)
+        )
     console.print(table)
     pairs = Table("gold", "predicted as", "count", "share of gold", title="most confused pairs")
     for p in report.most_confused[:top_confused]:
@@ -135,7 +164,10 @@ def evaluate(
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="A model folder written by rationalign.")],
     text: Annotated[str | None, typer.Argument(help="One utterance to classify.")] = None,
-    file: Annotated[Path | None, typer.Option("--file", "-f", help="A .txt file (one text a line) or .jsonl/.csv with a text field.")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", "-f", help="A .txt file (one text a line) or .jsonl/.csv with a text field."),
+    ] = None,
     top_k: Annotated[int, typer.Option(help="How many labels to show per text.")] = 1,
     text_field: str = "text",
     as_json: JsonOpt = False,
@@ -152,7 +184,17 @@ def predict(
         order = p.probs.argsort()[::-1][:top_k]
         top = [{"label": clf.label_space.name(int(i)), "probability": float(p.probs[i])} for i in order]
         if as_json:
-            print(json.dumps({"text": t, "label": p.label, "probability": p.probability, "abstain": p.abstained, "top": top}))
+            print(
+                json.dumps(
+                    {
+                        "text": t,
+                        "label": p.label,
+                        "probability": p.probability,
+                        "abstain": p.abstained,
+                        "top": top,
+                    }
+                )
+            )
         else:
             shown = ", ".join(f"{d['label']} {d['probability']:.3f}" for d in top)
             console.print(f"{t!r} -> {shown}{' (abstain)' if p.abstained else ''}")
@@ -162,6 +204,36 @@ def _read_texts(path: Path, text_field: str) -> list[str]:
     from rationalign.data.texts import load_texts
 
     return load_texts(path, text_field=text_field)
+
+
+@app.command()
+def distill(
+    config: Annotated[
+        Path,
+        typer.Option(
+            "--config", "-c", help="Distillation YAML (data, teacher, priors, student, distill, evaluation)."
+        ),
+    ],
+    out: Annotated[Path | None, typer.Option(help="Run directory (overrides output_dir).")] = None,
+    sets: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Teacher -> soft labels -> priors -> explanation-aligned student -> evaluation, from one config."""
+    from rationalign.config import apply_overrides, build, load_yaml, set_dotted
+    from rationalign.pipeline import DistillRunConfig, distill_run
+
+    data = load_yaml(config)
+    if out is not None:
+        set_dotted(data, "output_dir", str(out))
+    cfg = build(DistillRunConfig, apply_overrides(data, sets or []), str(config))
+    result = distill_run(cfg, progress=not as_json)
+    metrics = {k: v for k, v in result.manifest["metrics"].items() if k != "suite"}
+    if as_json:
+        print(json.dumps(result.manifest["metrics"], default=str))
+        return
+    console.print(f"[green]student saved to {result.model_dir}[/green]")
+    for key, value in metrics.items():
+        console.print(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
 
 
 @app.command()
@@ -194,6 +266,20 @@ def demo(
         for p in result.test.most_confused[:5]:
             console.print(f"  confused: {p.true_label} -> {p.predicted_label} ({p.count})")
     console.print(f"model: {result.model_dir}   manifest: {result.run_dir / 'manifest.json'}")
+
+
+def _register_stage_commands() -> None:
+    """Each stage owns its commands (priors, attack, suite, report, runs, gate, serve, export, ...)."""
+    from rationalign.attribution import commands as attribution_commands
+    from rationalign.evaluation import commands as evaluation_commands
+    from rationalign.report import commands as report_commands
+    from rationalign.serving import commands as serving_commands
+
+    for module in (attribution_commands, evaluation_commands, report_commands, serving_commands):
+        module.register(app)
+
+
+_register_stage_commands()
 
 
 def main() -> None:

@@ -23,7 +23,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{line}: invalid YAML ({getattr(err, 'problem', err)}); fix: correct the syntax") from None
+        raise ConfigError(
+            f"{path}{line}: invalid YAML ({getattr(err, 'problem', err)}); fix: correct the syntax"
+        ) from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text; fix: save the config as UTF-8") from None
     if data is None:

@@ -16,12 +16,24 @@ def rationalign(*args: str, cwd: Path | None = None) -> subprocess.CompletedProc
 
 def test_train_evaluate_predict(tmp_path: Path, tiny_data_dir: Path, tiny_base_dir: Path):
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({
-        "data": {"path": str(tiny_data_dir)},
-        "train": {"model": str(tiny_base_dir), "epochs": 2, "batch_size": 8, "lr": 1e-3, "checkpoint_every": 2},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"path": str(tiny_data_dir)},
+                "train": {
+                    "model": str(tiny_base_dir),
+                    "epochs": 2,
+                    "batch_size": 8,
+                    "lr": 1e-3,
+                    "checkpoint_every": 2,
+                },
+            }
+        )
+    )
     out = tmp_path / "run"
-    trained = rationalign("train", "--config", str(config), "--out", str(out), "--set", "train.epochs=3", "--json")
+    trained = rationalign(
+        "train", "--config", str(config), "--out", str(out), "--set", "train.epochs=3", "--json"
+    )
     assert trained.returncode == 0, trained.stderr
     metrics = json.loads(trained.stdout.strip().splitlines()[-1])
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["best_epoch"] >= 1
@@ -50,7 +62,9 @@ def test_train_evaluate_predict(tmp_path: Path, tiny_data_dir: Path, tiny_base_d
     assert len(batch.stdout.strip().splitlines()) == 2
 
 
-def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path: Path, tiny_data_dir: Path, tiny_base_dir: Path):
+def test_bad_input_is_one_line_exit_2_nothing_written(
+    tmp_path: Path, tiny_data_dir: Path, tiny_base_dir: Path
+):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "train.jsonl").write_text('{"text": "ok", "label": "a"}\n{"text": "broken", "label": \n')

@@ -10,7 +10,9 @@ from rationalign.models.classifier import IntentClassifier
 TEXTS = ["block my card", "what alarms do i have tomorrow morning", "hi"]
 
 
-@pytest.mark.parametrize(("arch", "pooling"), [("bert", "mean"), ("bert", "cls"), ("mpnet", "mean"), ("llama", "last")])
+@pytest.mark.parametrize(
+    ("arch", "pooling"), [("bert", "mean"), ("bert", "cls"), ("mpnet", "mean"), ("llama", "last")]
+)
 def test_save_load_round_trip_and_hf_auto_loading(tmp_path, tiny_label_space, arch, pooling):
     clf = IntentClassifier.tiny(tiny_label_space, arch=arch, pooling=pooling, seed=3)
     clf.temperature = 1.7
@@ -22,7 +24,9 @@ def test_save_load_round_trip_and_hf_auto_loading(tmp_path, tiny_label_space, ar
     assert again.label_space == tiny_label_space and again.temperature == 1.7 and again.pooling == pooling
     np.testing.assert_allclose(again.predict_proba(TEXTS), before, atol=1e-6)
     # transformers alone loads it with the label names (mean pooling ships its class as remote code)
-    hf = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=(pooling == "mean")).eval()
+    hf = AutoModelForSequenceClassification.from_pretrained(
+        folder, trust_remote_code=(pooling == "mean")
+    ).eval()
     assert [hf.config.id2label[i] for i in range(4)] == list(tiny_label_space.names)
     with torch.no_grad():
         logits = hf(**again.encode(TEXTS)).logits
@@ -39,7 +43,9 @@ def test_batched_logits_equal_one_by_one(tiny_classifier):
 def test_left_padding_for_causal_lm(tiny_label_space):
     clf = IntentClassifier.tiny(tiny_label_space, arch="llama")
     assert clf.tokenizer.padding_side == "left"
-    torch.testing.assert_close(clf.logits(TEXTS), torch.cat([clf.logits([t]) for t in TEXTS]), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        clf.logits(TEXTS), torch.cat([clf.logits([t]) for t in TEXTS]), atol=1e-4, rtol=1e-4
+    )
 
 
 def test_predict_abstains_below_threshold(tiny_classifier):

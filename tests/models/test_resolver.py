@@ -21,7 +21,7 @@ def test_aliases():
 def test_unknown_name_is_a_clear_error(tmp_path: Path):
     with pytest.raises(ModelError, match="not a local folder nor a shipped model; fix"):
         resolve_model("bert-base-uncased")
-    with pytest.raises(ModelError, match="no config.json"):
+    with pytest.raises(ModelError, match=r"no config\.json"):
         resolve_model(tmp_path)
 
 

@@ -65,13 +65,20 @@ def report_data(tmp_path_factory: pytest.TempPathFactory, banking77_source: Path
     _write(data / "test.jsonl", [*test_rows, (XSS_TEXT, "card_arrival")])
     n = PER_LABEL["test"]
     heldout = _write(root / "heldout.jsonl", [(t, y) for y in LABELS for t in test[y][n : n + 30]])
-    calibration = _write(root / "calibration.jsonl",
-                         [(t, y) for y in LABELS for t in valid[y][PER_LABEL["valid"] : PER_LABEL["valid"] + 12]])
+    calibration = _write(
+        root / "calibration.jsonl",
+        [(t, y) for y in LABELS for t in valid[y][PER_LABEL["valid"] : PER_LABEL["valid"] + 12]],
+    )
     other = resolve_data("hwu64") / "test.jsonl"
     other_rows = [json.loads(line) for line in other.read_text(encoding="utf-8").splitlines()][::7][:150]
     other_domain = _write(root / "other_domain.jsonl", [(r["text"], r["label"]) for r in other_rows])
-    return {"data": data, "heldout": heldout, "calibration": calibration, "other_domain": other_domain,
-            "root": root}
+    return {
+        "data": data,
+        "heldout": heldout,
+        "calibration": calibration,
+        "other_domain": other_domain,
+        "root": root,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -82,8 +89,18 @@ def report_run(tmp_path_factory: pytest.TempPathFactory, report_data: dict[str, 
     base.save(root / "base")
     cfg = RunConfig(
         data=DataConfig(path=str(report_data["data"])),
-        train=TrainConfig(model=str(root / "base"), epochs=3, batch_size=16, max_length=32, lr=3e-3,
-                          head_lr=3e-2, warmup_ratio=0.0, device="cpu", seed=0, threads=1),
+        train=TrainConfig(
+            model=str(root / "base"),
+            epochs=3,
+            batch_size=16,
+            max_length=32,
+            lr=3e-3,
+            head_lr=3e-2,
+            warmup_ratio=0.0,
+            device="cpu",
+            seed=0,
+            threads=1,
+        ),
         output_dir=str(root / "run"),
     )
     return train_run(cfg, progress=False)
@@ -120,8 +137,14 @@ def fake_run(tmp_path: Path) -> Callable[..., Path]:
     """``fake_run(name, metrics, extra=None, weights="...")``: a run directory with only a manifest
     (and ``metrics.json`` when ``extra`` is given), for gate and registry tests with hand-made numbers."""
 
-    def make(name: str, metrics: dict, extra: dict | None = None, weights: str | None = None,
-             parameters: int = 1000, teacher: str | None = None) -> Path:
+    def make(
+        name: str,
+        metrics: dict,
+        extra: dict | None = None,
+        weights: str | None = None,
+        parameters: int = 1000,
+        teacher: str | None = None,
+    ) -> Path:
         folder = tmp_path / "fake_runs" / name
         folder.mkdir(parents=True, exist_ok=True)
         manifest = {
@@ -130,7 +153,10 @@ def fake_run(tmp_path: Path) -> Callable[..., Path]:
             "wall_seconds": 12.5,
             "config": {"train": {"lr": 1e-3, "model": name}, "data": {"path": "somewhere"}},
             "data": {"fingerprint": "d" * 64},
-            "model": {"weights_sha256": weights or (name.encode().hex() + "0" * 64)[:64], "parameters": parameters},
+            "model": {
+                "weights_sha256": weights or (name.encode().hex() + "0" * 64)[:64],
+                "parameters": parameters,
+            },
             "metrics": metrics,
         }
         if teacher:

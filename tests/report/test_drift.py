@@ -153,26 +153,72 @@ def test_drift_and_recalibrate_cli(report_run: RunResult, report_data, tmp_path:
     reg = tmp_path / "cli.sqlite"
     RunRegistry(reg).register_run(run_dir)
     out = tmp_path / "drift.json"
-    drifted = runner.invoke(app, ["drift", str(run_dir), "--train", str(report_data["data"]),
-                                  "--incoming", str(report_data["other_domain"]), "--out", str(out),
-                                  "--fail-on-drift", "--registry", str(reg)])
+    drifted = runner.invoke(
+        app,
+        [
+            "drift",
+            str(run_dir),
+            "--train",
+            str(report_data["data"]),
+            "--incoming",
+            str(report_data["other_domain"]),
+            "--out",
+            str(out),
+            "--fail-on-drift",
+            "--registry",
+            str(reg),
+        ],
+    )
     assert drifted.exit_code == 1, drifted.output
     assert "drift detected" in drifted.stdout
     assert json.loads(out.read_text())["drifted"] is True
     audit = RunRegistry(reg).audit_log(action="drift")
     assert [e.decision for e in audit] == ["drift"]
 
-    calm = runner.invoke(app, ["drift", str(run_dir / "model"), "--train", str(report_data["data"] / "train.jsonl"),
-                               "--incoming", str(report_data["heldout"]), "--json", "--max-samples", "150"])
+    calm = runner.invoke(
+        app,
+        [
+            "drift",
+            str(run_dir / "model"),
+            "--train",
+            str(report_data["data"] / "train.jsonl"),
+            "--incoming",
+            str(report_data["heldout"]),
+            "--json",
+            "--max-samples",
+            "150",
+        ],
+    )
     assert calm.exit_code == 0, calm.output
     assert json.loads(calm.stdout)["drifted"] is False
 
-    missing = runner.invoke(app, ["drift", str(run_dir), "--train", str(report_data["data"]),
-                                  "--incoming", str(tmp_path / "nope.jsonl")])
+    missing = runner.invoke(
+        app,
+        [
+            "drift",
+            str(run_dir),
+            "--train",
+            str(report_data["data"]),
+            "--incoming",
+            str(tmp_path / "nope.jsonl"),
+        ],
+    )
     assert isinstance(missing.exception, DataError)
 
-    recal = runner.invoke(app, ["recalibrate", str(run_dir), "--data", str(report_data["calibration"]),
-                                "--out", str(tmp_path / "v2"), "--registry", str(reg), "--json"])
+    recal = runner.invoke(
+        app,
+        [
+            "recalibrate",
+            str(run_dir),
+            "--data",
+            str(report_data["calibration"]),
+            "--out",
+            str(tmp_path / "v2"),
+            "--registry",
+            str(reg),
+            "--json",
+        ],
+    )
     assert recal.exit_code == 0, recal.output
     payload = json.loads(recal.stdout)
     assert payload["nll_after"] < payload["nll_before"]
@@ -181,8 +227,9 @@ def test_drift_and_recalibrate_cli(report_run: RunResult, report_data, tmp_path:
     assert shown.exit_code == 0 and json.loads(shown.stdout)["kind"] == "recalibrate"
     listed = runner.invoke(app, ["runs", "list", "--registry", str(reg), "--json"])
     assert [r["kind"] for r in json.loads(listed.stdout)] == ["train", "recalibrate"]
-    compared = runner.invoke(app, ["runs", "compare", str(run_dir), str(tmp_path / "v2"), "--registry", str(reg),
-                                   "--json"])
+    compared = runner.invoke(
+        app, ["runs", "compare", str(run_dir), str(tmp_path / "v2"), "--registry", str(reg), "--json"]
+    )
     diff = json.loads(compared.stdout)
     assert diff["metrics"]["test_accuracy"]["diff"] == pytest.approx(0.0)
     assert diff["same"]["weights_hash"] is True

@@ -88,8 +88,11 @@ def test_teacher_accuracy_within() -> None:
 
 def test_cost_reduction_prefers_latency_then_parameters() -> None:
     spec = GateSpec(relative_to_teacher={"cost_reduction_at_least": 0.5})
-    latency = one(check_gates({"p50_latency_ms": 2.0, "parameters": 100.0}, spec,
-                              {"p50_latency_ms": 10.0, "parameters": 110.0}))
+    latency = one(
+        check_gates(
+            {"p50_latency_ms": 2.0, "parameters": 100.0}, spec, {"p50_latency_ms": 10.0, "parameters": 110.0}
+        )
+    )
     assert latency.passed and latency.value == pytest.approx(0.8) and "p50_latency_ms" in latency.reason
     params = one(check_gates({"parameters": 22.7e6}, spec, {"parameters": 109.5e6}))
     assert params.passed and params.value == pytest.approx(1 - 22.7 / 109.5) and "parameters" in params.reason
@@ -153,13 +156,22 @@ def test_missing_gates_file() -> None:
 
 
 def test_evaluate_gates_audits_every_decision_and_promotes(registry: RunRegistry, fake_run) -> None:
-    student = fake_run("student", {"test_accuracy": 0.90}, extra={"ece": 0.03, "adversarial_accuracy": 0.7},
-                       parameters=22_700_000)
+    student = fake_run(
+        "student",
+        {"test_accuracy": 0.90},
+        extra={"ece": 0.03, "adversarial_accuracy": 0.7},
+        parameters=22_700_000,
+    )
     teacher = fake_run("teacher", {"test_accuracy": 0.905}, parameters=109_500_000)
     baseline = fake_run("baseline", {"test_accuracy": 0.88}, extra={"adversarial_accuracy": 0.6})
-    spec = parse_gates({"min": {"test_accuracy": 0.85}, "max": {"ece": 0.05},
-                        "relative_to_teacher": {"accuracy_within": 0.01, "cost_reduction_at_least": 0.5},
-                        "relative_to_baseline": {"adversarial_accuracy_gain": 0.0}})
+    spec = parse_gates(
+        {
+            "min": {"test_accuracy": 0.85},
+            "max": {"ece": 0.05},
+            "relative_to_teacher": {"accuracy_within": 0.01, "cost_reduction_at_least": 0.5},
+            "relative_to_baseline": {"adversarial_accuracy_gain": 0.0},
+        }
+    )
 
     report = evaluate_gates(student, spec, teacher, baseline, registry=registry, promote=True)
     assert report.passed, report.to_dict()
@@ -167,17 +179,24 @@ def test_evaluate_gates_audits_every_decision_and_promotes(registry: RunRegistry
     record = registry.get(report.run_id)
     assert record.status == "promoted"
     log = registry.audit_log(record.id)
-    assert [(e.action, e.decision) for e in log] == [("register", "registered"), ("gate", "pass"),
-                                                     ("promote", "promoted")]
+    assert [(e.action, e.decision) for e in log] == [
+        ("register", "registered"),
+        ("gate", "pass"),
+        ("promote", "promoted"),
+    ]
     assert log[1].details["gates"][0]["name"] == "min.test_accuracy"
     assert log[1].details["teacher_id"] == registry.get(teacher).id
 
     # The same run with a stricter gate and no baseline: fails, is rejected, and says why.
-    strict = parse_gates({"min": {"test_accuracy": 0.95},
-                          "relative_to_baseline": {"adversarial_accuracy_gain": 0.0}})
+    strict = parse_gates(
+        {"min": {"test_accuracy": 0.95}, "relative_to_baseline": {"adversarial_accuracy_gain": 0.0}}
+    )
     failed = evaluate_gates(record.id, strict, registry=registry, promote=True)
     assert not failed.passed
-    assert [g.name for g in failed.failures] == ["min.test_accuracy", "relative_to_baseline.adversarial_accuracy_gain"]
+    assert [g.name for g in failed.failures] == [
+        "min.test_accuracy",
+        "relative_to_baseline.adversarial_accuracy_gain",
+    ]
     assert registry.get(record.id).status == "rejected"
     assert [e.decision for e in registry.audit_log(record.id)][-2:] == ["fail", "rejected"]
 
@@ -211,7 +230,9 @@ def test_gate_cli_exit_codes(tmp_path: Path, fake_run, registry: RunRegistry) ->
     assert ":2: min.test_accuracy = 'lots' is not a number" in str(bad.exception)
     assert [e.decision for e in registry.audit_log(action="gate")] == ["pass", "fail"]
 
-    missing_run = runner.invoke(app, ["gate", "12345", "--gates", str(REPO / "examples" / "gates.yaml"),
-                                      "--registry", str(registry.path)])
+    missing_run = runner.invoke(
+        app,
+        ["gate", "12345", "--gates", str(REPO / "examples" / "gates.yaml"), "--registry", str(registry.path)],
+    )
     assert isinstance(missing_run.exception, ConfigError)
     assert "no registered run '12345'" in str(missing_run.exception)

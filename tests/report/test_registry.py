@@ -79,7 +79,9 @@ def test_parents_children_names_and_filters(registry: RunRegistry, fake_run) -> 
 
 
 def test_metrics_json_adds_metrics(fake_run) -> None:
-    folder = fake_run("m", {"test_accuracy": 0.9, "note": "text is ignored"}, extra={"ece": 0.03, "flag": True})
+    folder = fake_run(
+        "m", {"test_accuracy": 0.9, "note": "text is ignored"}, extra={"ece": 0.03, "flag": True}
+    )
     metrics = collect_metrics(folder, json.loads((folder / "manifest.json").read_text()))
     assert metrics == {"test_accuracy": 0.9, "parameters": 1000.0, "ece": 0.03}
 
@@ -88,7 +90,7 @@ def test_bad_run_directories_fail_with_one_line(registry: RunRegistry, tmp_path:
     with pytest.raises(ConfigError, match="no such run directory"):
         registry.register_run(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match="no manifest.json; fix: "):
+    with pytest.raises(ConfigError, match=r"no manifest\.json; fix: "):
         registry.register_run(tmp_path / "empty")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "manifest.json").write_text("{not json")
@@ -96,7 +98,7 @@ def test_bad_run_directories_fail_with_one_line(registry: RunRegistry, tmp_path:
         registry.register_run(tmp_path / "broken")
     (tmp_path / "noweights").mkdir()
     (tmp_path / "noweights" / "manifest.json").write_text("{}")
-    with pytest.raises(ConfigError, match="no model.weights_sha256"):
+    with pytest.raises(ConfigError, match=r"no model\.weights_sha256"):
         registry.register_run(tmp_path / "noweights")
 
 
@@ -114,7 +116,9 @@ def test_audit_log_is_append_only(registry: RunRegistry, fake_run) -> None:
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             db.execute("DELETE FROM audit_log")
         # Appending still works, and the runs table itself may change status (that is not history).
-        db.execute("INSERT INTO audit_log (time, actor, action, details_json) VALUES ('t', 'me', 'note', '{}')")
+        db.execute(
+            "INSERT INTO audit_log (time, actor, action, details_json) VALUES ('t', 'me', 'note', '{}')"
+        )
         db.execute("UPDATE runs SET status = 'rejected' WHERE id = ?", (record.id,))
         with pytest.raises(sqlite3.IntegrityError):
             db.execute("UPDATE runs SET status = 'shipped' WHERE id = ?", (record.id,))  # CHECK constraint
@@ -145,7 +149,9 @@ def test_log_to_mlflow_skips_cleanly_without_mlflow(registry: RunRegistry, fake_
     assert log_to_mlflow(record) is None
 
 
-@pytest.mark.skipif(not mlflow_available(), reason="mlflow is not installed (optional: pip install mlflow-skinny)")
+@pytest.mark.skipif(
+    not mlflow_available(), reason="mlflow is not installed (optional: pip install mlflow-skinny)"
+)
 def test_log_to_mlflow_writes_a_run(registry: RunRegistry, fake_run, tmp_path: Path, monkeypatch) -> None:
     import mlflow
 

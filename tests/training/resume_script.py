@@ -35,7 +35,9 @@ def main() -> None:
     clf = IntentClassifier.tiny(space, seed=7)
     # dropout on, two epochs with a mid-epoch checkpoint every 3 steps: resume must restore RNG and position
     cfg = TrainConfig(epochs=3, batch_size=8, checkpoint_every=3, lr=1e-3, seed=5, patience=5)
-    result = Trainer(clf, train, valid, cfg, run_dir, objective=SlowCrossEntropy(delay), progress=False).fit(resume=resume)
+    result = Trainer(clf, train, valid, cfg, run_dir, objective=SlowCrossEntropy(delay), progress=False).fit(
+        resume=resume
+    )
     print("DONE", result.steps, flush=True)
 
 

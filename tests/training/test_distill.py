@@ -64,22 +64,34 @@ def test_gradient_x_input_matches_captum(tiny_label_space, arch):
 def test_ig_k_steps_matches_captum(tiny_label_space):
     clf = _clf(tiny_label_space)
     targets = torch.tensor([1, 2, 0])
-    ours = student_attribution(clf, TEXTS, targets, method="ig", ig_steps=8, output="logit", create_graph=False)
+    ours = student_attribution(
+        clf, TEXTS, targets, method="ig", ig_steps=8, output="logit", create_graph=False
+    )
     for i, text in enumerate(TEXTS):
         enc = clf.tokenizer([text], return_tensors="pt")
         ids = enc["input_ids"]
         baseline = torch.where(
-            torch.isin(ids, torch.tensor(clf.tokenizer.all_special_ids)), ids, torch.full_like(ids, clf.tokenizer.pad_token_id)
+            torch.isin(ids, torch.tensor(clf.tokenizer.all_special_ids)),
+            ids,
+            torch.full_like(ids, clf.tokenizer.pad_token_id),
         )
 
         def forward(x, mask):
             return clf.model(input_ids=x, attention_mask=mask).logits
 
         lig = LayerIntegratedGradients(forward, clf.model.get_input_embeddings())
-        ref = lig.attribute(ids, baselines=baseline, target=int(targets[i]), n_steps=8, method="gausslegendre",
-                            additional_forward_args=(enc["attention_mask"],))
+        ref = lig.attribute(
+            ids,
+            baselines=baseline,
+            target=int(targets[i]),
+            n_steps=8,
+            method="gausslegendre",
+            additional_forward_args=(enc["attention_mask"],),
+        )
         expected = _captum_words(clf, ref.detach(), text)
-        np.testing.assert_allclose(ours.word_scores[i, : len(expected)].detach().numpy(), expected, rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(
+            ours.word_scores[i, : len(expected)].detach().numpy(), expected, rtol=1e-3, atol=1e-5
+        )
 
 
 @pytest.mark.parametrize("method", ["gxi", "ig"])
@@ -98,7 +110,9 @@ def test_self_attribution_gradcheck(tiny_label_space, method):
         del clf.model.classifier.weight
         clf.model.classifier.weight = weight
         try:
-            return student_attribution(clf, TEXTS[:2], targets, method=method, ig_steps=2, output="logit").word_scores
+            return student_attribution(
+                clf, TEXTS[:2], targets, method=method, ig_steps=2, output="logit"
+            ).word_scores
         finally:
             del clf.model.classifier.weight
             clf.model.classifier.weight = orig
@@ -122,7 +136,9 @@ def test_alignment_losses_hand_computed():
     prior = torch.tensor([[1.0, 0.0, 0.0]])
     scores = torch.tensor([[1.0, -1.0, 5.0]])  # standardised over the two real words: [1, -1]
     s = np.exp([1, -1]) / np.exp([1, -1]).sum()
-    assert alignment_loss(scores, prior, mask, "mse").item() == pytest.approx((s[0] - 1) ** 2 + s[1] ** 2, rel=1e-5)
+    assert alignment_loss(scores, prior, mask, "mse").item() == pytest.approx(
+        (s[0] - 1) ** 2 + s[1] ** 2, rel=1e-5
+    )
     assert alignment_loss(scores, prior, mask, "kl").item() == pytest.approx(-math.log(s[0]), rel=1e-5)
     cos = 1 / math.sqrt(2)
     assert alignment_loss(scores, prior, mask, "cosine").item() == pytest.approx(1 - cos, rel=1e-5)
@@ -161,7 +177,9 @@ def test_alignment_training_moves_attributions_towards_the_prior(tiny_label_spac
 def test_objective_parts_and_warmup(tiny_label_space):
     clf = IntentClassifier.tiny(tiny_label_space, seed=0)
     enc = clf.encode(TEXTS)
-    batch = Batch(enc["input_ids"], enc["attention_mask"], torch.tensor([0, 2, 3]), torch.tensor([0, 1, 2]), TEXTS)
+    batch = Batch(
+        enc["input_ids"], enc["attention_mask"], torch.tensor([0, 2, 3]), torch.tensor([0, 1, 2]), TEXTS
+    )
     soft = np.full((3, 4), 0.25)
     priors = [np.ones(len(split_words(t))) for t in TEXTS]
     obj = DistillationObjective(DistillConfig(warmup_steps=2), soft_labels=soft, priors=priors)

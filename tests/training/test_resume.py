@@ -14,7 +14,10 @@ SCRIPT = Path(__file__).with_name("resume_script.py")
 
 def _run(run_dir: Path, mode: str, delay: float = 0.0) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), str(run_dir), mode, str(delay)], capture_output=True, text=True, timeout=300
+        [sys.executable, str(SCRIPT), str(run_dir), mode, str(delay)],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -30,7 +33,9 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path: Path):
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), str(killed), "fresh", "0.15"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, str(SCRIPT), str(killed), "fresh", "0.15"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     state_file = killed / "checkpoint" / "state.json"
     deadline = time.time() + 120
@@ -58,4 +63,6 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path: Path):
         assert torch.equal(ref[name], got[name]), f"{name} differs after resume"
     ref_log = (reference / "train_log.jsonl").read_text().splitlines()
     got_log = (killed / "train_log.jsonl").read_text().splitlines()
-    assert [json.loads(x)["valid_accuracy"] for x in ref_log] == [json.loads(x)["valid_accuracy"] for x in got_log]
+    assert [json.loads(x)["valid_accuracy"] for x in ref_log] == [
+        json.loads(x)["valid_accuracy"] for x in got_log
+    ]

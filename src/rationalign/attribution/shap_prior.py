@@ -33,6 +33,14 @@ def _import_shap():
     return shap
 
 
+def _wrapping_specials(tokenizer) -> tuple[int, int]:
+    """How many special tokens the tokenizer puts before and after every text."""
+    special = tokenizer("a", return_special_tokens_mask=True)["special_tokens_mask"]
+    prefix = next((i for i, s in enumerate(special) if not s), len(special))
+    suffix = next((i for i, s in enumerate(reversed(special)) if not s), len(special))
+    return prefix, suffix
+
+
 class ShapPrior:
     """Word scores from shap's Partition explainer (``max_evals`` model calls per utterance at most).
 
@@ -62,6 +70,10 @@ class ShapPrior:
         self.output = output
         self.batch_size = int(batch_size)
         self.masker = self._shap.maskers.Text(self.handle.tokenizer, mask_token=mask_token)
+        # shap guesses which special tokens wrap every text from tokenizer(""); when one token is both BOS
+        # and EOS (SmolLM2's <|im_start|>) it guesses "suffix" and then never masks the last real token.
+        # Count the wrapping special tokens of a real text instead.
+        self.masker.keep_prefix, self.masker.keep_suffix = _wrapping_specials(self.handle.tokenizer)
 
     def predict(self, texts) -> np.ndarray:
         """``[n, C]`` explained output of every class for a batch of (masked) texts; sorted by length."""

@@ -10,7 +10,9 @@ from rationalign.data.io import CSV_DELIMITERS, DEFAULT_MAX_LINE_BYTES, JSONL_SU
 from rationalign.errors import DataError, located
 
 
-def load_texts(path: str | Path, *, text_field: str = "text", max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> list[str]:
+def load_texts(
+    path: str | Path, *, text_field: str = "text", max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(located(path, None, "file not found", "pass an existing .txt, .jsonl or .csv file"))
@@ -23,18 +25,28 @@ def load_texts(path: str | Path, *, text_field: str = "text", max_line_bytes: in
             record = validate.parse_json_line(line, path=path, line=number)
             value = record.get(text_field)
             if not isinstance(value, str) or not value.strip():
-                raise DataError(located(path, number, f"no non-empty string field {text_field!r}",
-                                        f"add {text_field!r} or pass --text-field"))
+                raise DataError(
+                    located(
+                        path,
+                        number,
+                        f"no non-empty string field {text_field!r}",
+                        f"add {text_field!r} or pass --text-field",
+                    )
+                )
             texts.append(value.strip())
     elif suffix in CSV_DELIMITERS:
         lines = [line for _, line in _iter_lines(path, max_line_bytes)]
         reader = csv.DictReader(lines, delimiter=CSV_DELIMITERS[suffix])
         if reader.fieldnames is None or text_field not in reader.fieldnames:
-            raise DataError(located(path, 1, f"no column {text_field!r} in the header", "add it or pass --text-field"))
+            raise DataError(
+                located(path, 1, f"no column {text_field!r} in the header", "add it or pass --text-field")
+            )
         for row in reader:
             value = (row.get(text_field) or "").strip()
             if not value:
-                raise DataError(located(path, reader.line_num, f"empty {text_field!r}", "remove the row or fill it"))
+                raise DataError(
+                    located(path, reader.line_num, f"empty {text_field!r}", "remove the row or fill it")
+                )
             texts.append(value)
     else:
         texts = [line.strip() for _, line in _iter_lines(path, max_line_bytes) if line.strip()]

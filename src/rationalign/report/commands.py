@@ -22,7 +22,9 @@ console = Console()
 
 RegistryOpt = Annotated[
     Path | None,
-    typer.Option("--registry", help="Registry database (default: $RATIONALIGN_REGISTRY or runs/registry.sqlite)."),
+    typer.Option(
+        "--registry", help="Registry database (default: $RATIONALIGN_REGISTRY or runs/registry.sqlite)."
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 
@@ -54,17 +56,24 @@ def _flatten(node: object, prefix: str = "") -> dict[str, object]:
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to ``app``."""
-    runs_app = typer.Typer(name="runs", help="The run registry: list, show, compare and register runs.",
-                           no_args_is_help=True)
+    runs_app = typer.Typer(
+        name="runs", help="The run registry: list, show, compare and register runs.", no_args_is_help=True
+    )
     app.add_typer(runs_app, name="runs")
 
     @app.command("report")
     def report_command(
-        runs: Annotated[list[Path], typer.Argument(help="Run directories (the first is compared to the others).")],
-        out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("report.html"),
+        runs: Annotated[
+            list[Path], typer.Argument(help="Run directories (the first is compared to the others).")
+        ],
+        out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path(
+            "report.html"
+        ),
         registry: RegistryOpt = None,
         examples: Annotated[int, typer.Option(help="Examples per heat-map group.", min=1, max=50)] = 6,
-        attributions: Annotated[bool, typer.Option(help="Compute student attributions when none are stored.")] = True,
+        attributions: Annotated[
+            bool, typer.Option(help="Compute student attributions when none are stored.")
+        ] = True,
         seed: Annotated[int, typer.Option(help="Seed for the sampled examples.")] = 0,
     ) -> None:
         """One self-contained HTML report (metrics, heat-maps, calibration, gates, provenance)."""
@@ -77,7 +86,9 @@ def register(app: typer.Typer) -> None:
     @runs_app.command("list")
     def runs_list(
         status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
-        kind: Annotated[str | None, typer.Option(help="Only runs of this kind (train, recalibrate, ...).")] = None,
+        kind: Annotated[
+            str | None, typer.Option(help="Only runs of this kind (train, recalibrate, ...).")
+        ] = None,
         registry: RegistryOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
@@ -87,12 +98,30 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print(json.dumps([r.to_dict() for r in records], default=str))
             return
-        table = Table("id", "name", "kind", "status", "created", "test acc", "data", "weights", "parents",
-                      title=f"runs in {reg.path}")
+        table = Table(
+            "id",
+            "name",
+            "kind",
+            "status",
+            "created",
+            "test acc",
+            "data",
+            "weights",
+            "parents",
+            title=f"runs in {reg.path}",
+        )
         for r in records:
-            table.add_row(str(r.id), escape(r.name), r.kind, r.status, r.created_at,
-                          _fmt(r.metrics.get("test_accuracy")), (r.data_fingerprint or "-")[:10],
-                          r.weights_hash[:10], ",".join(map(str, r.parents)) or "-")
+            table.add_row(
+                str(r.id),
+                escape(r.name),
+                r.kind,
+                r.status,
+                r.created_at,
+                _fmt(r.metrics.get("test_accuracy")),
+                (r.data_fingerprint or "-")[:10],
+                r.weights_hash[:10],
+                ",".join(map(str, r.parents)) or "-",
+            )
         console.print(table)
 
     @runs_app.command("show")
@@ -107,12 +136,26 @@ def register(app: typer.Typer) -> None:
         audit = reg.audit_log(record.id)
         children = [c.id for c in reg.children(record.id)]
         if as_json:
-            print(json.dumps({**record.to_dict(), "children": children,
-                              "audit": [e.to_dict() for e in audit]}, default=str))
+            print(
+                json.dumps(
+                    {**record.to_dict(), "children": children, "audit": [e.to_dict() for e in audit]},
+                    default=str,
+                )
+            )
             return
         table = Table("field", "value", title=f"run {record.id}: {escape(record.name)}")
-        for key in ("kind", "status", "created_at", "registered_at", "run_dir", "data_fingerprint",
-                    "teacher_fingerprint", "priors_fingerprint", "weights_hash", "wall_seconds"):
+        for key in (
+            "kind",
+            "status",
+            "created_at",
+            "registered_at",
+            "run_dir",
+            "data_fingerprint",
+            "teacher_fingerprint",
+            "priors_fingerprint",
+            "weights_hash",
+            "wall_seconds",
+        ):
             table.add_row(key, escape(_fmt(getattr(record, key))))
         table.add_row("parents", ", ".join(map(str, record.parents)) or "-")
         table.add_row("children", ", ".join(map(str, children)) or "-")
@@ -135,23 +178,40 @@ def register(app: typer.Typer) -> None:
         reg = _registry(registry)
         a, b = reg.resolve(first), reg.resolve(second)
         names = sorted(set(a.metrics) | set(b.metrics))
-        metrics = {m: {"a": a.metrics.get(m), "b": b.metrics.get(m),
-                       "diff": (b.metrics[m] - a.metrics[m]) if m in a.metrics and m in b.metrics else None}
-                   for m in names}
+        metrics = {
+            m: {
+                "a": a.metrics.get(m),
+                "b": b.metrics.get(m),
+                "diff": (b.metrics[m] - a.metrics[m]) if m in a.metrics and m in b.metrics else None,
+            }
+            for m in names
+        }
         cfg_a, cfg_b = _flatten(a.config), _flatten(b.config)
-        config = {k: {"a": cfg_a.get(k), "b": cfg_b.get(k)} for k in sorted(set(cfg_a) | set(cfg_b))
-                  if cfg_a.get(k) != cfg_b.get(k)}
-        same = {"data_fingerprint": a.data_fingerprint == b.data_fingerprint,
-                "teacher_fingerprint": a.teacher_fingerprint == b.teacher_fingerprint,
-                "weights_hash": a.weights_hash == b.weights_hash}
+        config = {
+            k: {"a": cfg_a.get(k), "b": cfg_b.get(k)}
+            for k in sorted(set(cfg_a) | set(cfg_b))
+            if cfg_a.get(k) != cfg_b.get(k)
+        }
+        same = {
+            "data_fingerprint": a.data_fingerprint == b.data_fingerprint,
+            "teacher_fingerprint": a.teacher_fingerprint == b.teacher_fingerprint,
+            "weights_hash": a.weights_hash == b.weights_hash,
+        }
         if as_json:
-            print(json.dumps({"a": a.id, "b": b.id, "metrics": metrics, "config": config, "same": same},
-                             default=str))
+            print(
+                json.dumps(
+                    {"a": a.id, "b": b.id, "metrics": metrics, "config": config, "same": same}, default=str
+                )
+            )
             return
         table = Table("metric", f"#{a.id} {escape(a.name)}", f"#{b.id} {escape(b.name)}", "b - a")
         for m, row in metrics.items():
-            table.add_row(escape(m), _fmt(row["a"]), _fmt(row["b"]),
-                          "-" if row["diff"] is None else f"{row['diff']:+.4f}")
+            table.add_row(
+                escape(m),
+                _fmt(row["a"]),
+                _fmt(row["b"]),
+                "-" if row["diff"] is None else f"{row['diff']:+.4f}",
+            )
         console.print(table)
         diff = Table("config key", "a", "b", title="config differences")
         for k, row in config.items():
@@ -162,9 +222,13 @@ def register(app: typer.Typer) -> None:
     @runs_app.command("register")
     def runs_register(
         run_dir: Annotated[Path, typer.Argument(help="A run directory with manifest.json.")],
-        parent: Annotated[list[int] | None, typer.Option("--parent", help="Parent run id (repeatable).")] = None,
+        parent: Annotated[
+            list[int] | None, typer.Option("--parent", help="Parent run id (repeatable).")
+        ] = None,
         registry: RegistryOpt = None,
-        mlflow: Annotated[bool, typer.Option("--mlflow", help="Also log the run to MLflow (if installed).")] = False,
+        mlflow: Annotated[
+            bool, typer.Option("--mlflow", help="Also log the run to MLflow (if installed).")
+        ] = False,
         as_json: JsonOpt = False,
     ) -> None:
         """Add a run directory to the registry (repeating it is harmless)."""
@@ -184,10 +248,13 @@ def register(app: typer.Typer) -> None:
     def gate_command(
         run: Annotated[str, typer.Argument(help="Run id, run directory or name.")],
         gates: Annotated[Path, typer.Option("--gates", help="YAML thresholds (see examples/gates.yaml).")],
-        teacher: Annotated[str | None, typer.Option(help="The teacher's run (id, directory or name).")] = None,
+        teacher: Annotated[
+            str | None, typer.Option(help="The teacher's run (id, directory or name).")
+        ] = None,
         baseline: Annotated[str | None, typer.Option(help="The baseline run to beat.")] = None,
-        promote: Annotated[bool, typer.Option("--promote", help="Mark the run promoted if it passes, "
-                                              "rejected if not.")] = False,
+        promote: Annotated[
+            bool, typer.Option("--promote", help="Mark the run promoted if it passes, rejected if not.")
+        ] = False,
         registry: RegistryOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
@@ -199,14 +266,28 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print(json.dumps(report.to_dict()))
         else:
-            table = Table("gate", "value", "threshold", "result", "reason",
-                          title=f"gates for run {report.run_id} ({escape(report.run_name)})")
+            table = Table(
+                "gate",
+                "value",
+                "threshold",
+                "result",
+                "reason",
+                title=f"gates for run {report.run_id} ({escape(report.run_name)})",
+            )
             for g in report.gates:
-                table.add_row(escape(g.name), _fmt(g.value), _fmt(g.threshold),
-                              "[green]pass[/green]" if g.passed else "[red]FAIL[/red]", escape(g.reason))
+                table.add_row(
+                    escape(g.name),
+                    _fmt(g.value),
+                    _fmt(g.threshold),
+                    "[green]pass[/green]" if g.passed else "[red]FAIL[/red]",
+                    escape(g.reason),
+                )
             console.print(table)
-            verdict = "[green]all gates pass[/green]" if report.passed else (
-                f"[red]{len(report.failures)} of {len(report.gates)} gates fail[/red]")
+            verdict = (
+                "[green]all gates pass[/green]"
+                if report.passed
+                else (f"[red]{len(report.failures)} of {len(report.gates)} gates fail[/red]")
+            )
             console.print(verdict + (" (promotion recorded)" if promote else ""))
         if not report.passed:
             raise typer.Exit(1)
@@ -214,14 +295,22 @@ def register(app: typer.Typer) -> None:
     @app.command("drift")
     def drift_command(
         model: Annotated[Path, typer.Argument(help="A model folder (or a run directory holding model/).")],
-        train: Annotated[str, typer.Option("--train", help="Training data: file, split folder or dataset name.")],
+        train: Annotated[
+            str, typer.Option("--train", help="Training data: file, split folder or dataset name.")
+        ],
         incoming: Annotated[Path, typer.Option("--incoming", help="Log of incoming texts (.txt or .jsonl).")],
         split: Annotated[str, typer.Option(help="Split to read when --train is a folder.")] = "train",
         text_field: Annotated[str, typer.Option(help="Text field of JSON-lines inputs.")] = "text",
-        alpha: Annotated[float, typer.Option(help="False-alarm rate for a sample of the training data.")] = 0.01,
-        max_samples: Annotated[int, typer.Option(help="Texts used per side (random subsample).", min=2)] = 1000,
+        alpha: Annotated[
+            float, typer.Option(help="False-alarm rate for a sample of the training data.")
+        ] = 0.01,
+        max_samples: Annotated[
+            int, typer.Option(help="Texts used per side (random subsample).", min=2)
+        ] = 1000,
         out: Annotated[Path | None, typer.Option(help="Also write the drift report JSON here.")] = None,
-        fail_on_drift: Annotated[bool, typer.Option("--fail-on-drift", help="Exit 1 when drift is found.")] = False,
+        fail_on_drift: Annotated[
+            bool, typer.Option("--fail-on-drift", help="Exit 1 when drift is found.")
+        ] = False,
         registry: RegistryOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
@@ -237,35 +326,62 @@ def register(app: typer.Typer) -> None:
         reference = load_reference(train, split=split, text_field=text_field).texts
         texts = read_texts(incoming, text_field)
         report = detect_drift(clf, reference, texts, DriftThresholds(alpha=alpha, max_samples=max_samples))
-        payload = {"model": str(model_dir), "train": str(train), "incoming": str(incoming), **report.to_dict()}
+        payload = {
+            "model": str(model_dir),
+            "train": str(train),
+            "incoming": str(incoming),
+            **report.to_dict(),
+        }
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_suffix(out.suffix + ".tmp")
             tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
             tmp.replace(out)
         reg = _registry(registry, create=False)
-        record = reg.find(model_dir.parent) if reg is not None and (model_dir.parent / "manifest.json").is_file() \
+        record = (
+            reg.find(model_dir.parent)
+            if reg is not None and (model_dir.parent / "manifest.json").is_file()
             else None
+        )
         if record is not None:
-            reg.append_audit("drift", record.id, "drift" if report.drifted else "no drift",
-                             {k: payload[k] for k in ("incoming", "train", "drifted", "statistics")})
+            reg.append_audit(
+                "drift",
+                record.id,
+                "drift" if report.drifted else "no drift",
+                {k: payload[k] for k in ("incoming", "train", "drifted", "statistics")},
+            )
         if as_json:
             print(json.dumps(payload))
         else:
-            table = Table("signal", "value", "p-value", "flagged", "detail",
-                          title=f"drift: {report.n_incoming} incoming vs {report.n_reference} training texts")
+            table = Table(
+                "signal",
+                "value",
+                "p-value",
+                "flagged",
+                "detail",
+                title=f"drift: {report.n_incoming} incoming vs {report.n_reference} training texts",
+            )
             for s in report.signals:
-                table.add_row(s.name, f"{s.value:.4f}", "-" if s.p_value is None else f"{s.p_value:.3g}",
-                              "[red]yes[/red]" if s.flagged else "no", escape(s.detail))
+                table.add_row(
+                    s.name,
+                    f"{s.value:.4f}",
+                    "-" if s.p_value is None else f"{s.p_value:.3g}",
+                    "[red]yes[/red]" if s.flagged else "no",
+                    escape(s.detail),
+                )
             console.print(table)
-            console.print("[red]drift detected[/red]" if report.drifted else "[green]no drift detected[/green]")
+            console.print(
+                "[red]drift detected[/red]" if report.drifted else "[green]no drift detected[/green]"
+            )
         if fail_on_drift and report.drifted:
             raise typer.Exit(1)
 
     @app.command("recalibrate")
     def recalibrate_command(
         model: Annotated[Path, typer.Argument(help="A model folder (or a run directory holding model/).")],
-        data: Annotated[str, typer.Option("--data", help="Fresh labelled sample (file, or folder: its valid split).")],
+        data: Annotated[
+            str, typer.Option("--data", help="Fresh labelled sample (file, or folder: its valid split).")
+        ],
         out: Annotated[Path, typer.Option("--out", help="New run directory for the recalibrated model.")],
         text_field: str = "text",
         label_field: str = "label",
@@ -275,7 +391,9 @@ def register(app: typer.Typer) -> None:
         """Refit the temperature on fresh labels; saves a new model version registered as a child run."""
         from rationalign.report.drift import recalibrate
 
-        result = recalibrate(model, data, out, _registry(registry), text_field=text_field, label_field=label_field)
+        result = recalibrate(
+            model, data, out, _registry(registry), text_field=text_field, label_field=label_field
+        )
         if as_json:
             print(json.dumps(result.to_dict()))
             return
@@ -285,5 +403,7 @@ def register(app: typer.Typer) -> None:
             f"on {result.n_examples} examples"
         )
         parent = f", child of run {result.run.parents[0]}" if result.run and result.run.parents else ""
-        console.print(f"model saved to {escape(str(result.model_dir))} (run {result.run.id if result.run else '-'}"
-                      f"{parent})")
+        console.print(
+            f"model saved to {escape(str(result.model_dir))} (run {result.run.id if result.run else '-'}"
+            f"{parent})"
+        )

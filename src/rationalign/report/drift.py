@@ -16,6 +16,10 @@ re-split ``permutations`` times), labels the chi-square p-value, confidence the 
 signal is flagged when its p-value is at most ``alpha / number_of_signals`` (Bonferroni: a sample of the
 training distribution is flagged with probability at most ``alpha``) and, for labels and confidence, the
 shift is also large enough to matter (``min_label_js``, ``min_confidence_shift``).
+
+A model is more confident on the texts it was fitted on than on any unseen text, so with the train split
+as reference the confidence signal is biased towards "lower on incoming". That is why it also needs a
+minimum shift; a held-out split the model never trained on (``--split valid``) removes the bias.
 """
 
 from __future__ import annotations
@@ -89,8 +93,12 @@ def read_texts(path: str | Path, text_field: str = "text") -> list[str]:
             value = record.get(text_field) if isinstance(record, dict) else record
             if not isinstance(value, str) or not value.strip():
                 raise DataError(
-                    located(path, number, f"no non-empty string field {text_field!r}",
-                            f'write {{"{text_field}": "..."}} per line, or pass --text-field')
+                    located(
+                        path,
+                        number,
+                        f"no non-empty string field {text_field!r}",
+                        f'write {{"{text_field}": "..."}} per line, or pass --text-field',
+                    )
                 )
             texts.append(value)
     if not texts:
@@ -98,15 +106,22 @@ def read_texts(path: str | Path, text_field: str = "text") -> list[str]:
     return texts
 
 
-def load_reference(spec: str | Path, split: str = "train", text_field: str = "text",
-                   label_field: str = "label") -> IntentDataset:
+def load_reference(
+    spec: str | Path, split: str = "train", text_field: str = "text", label_field: str = "label"
+) -> IntentDataset:
     """A labelled data file, or split ``split`` of a folder / dataset name."""
     path = resolve_data(spec)
     if path.is_dir():
         files = split_files(path)
         if split not in files:
-            raise DataError(located(path, None, f"no {split!r} split (found {', '.join(sorted(files))})",
-                                    "pass --split with an existing split"))
+            raise DataError(
+                located(
+                    path,
+                    None,
+                    f"no {split!r} split (found {', '.join(sorted(files))})",
+                    "pass --split with an existing split",
+                )
+            )
         path = files[split]
     return load_dataset(path, text_field=text_field, label_field=label_field)
 
@@ -182,7 +197,9 @@ def vocabulary_shift(
     }
 
 
-def mmd_permutation(x: np.ndarray, y: np.ndarray, permutations: int, rng: np.random.Generator) -> tuple[float, float]:
+def mmd_permutation(
+    x: np.ndarray, y: np.ndarray, permutations: int, rng: np.random.Generator
+) -> tuple[float, float]:
     """Squared MMD (biased V-statistic) with an RBF kernel, bandwidth = median pairwise distance of the
     pooled sample, and its permutation p-value."""
     z = np.concatenate([x, y]).astype(np.float64)
@@ -330,9 +347,14 @@ def detect_drift(
     oov_full = sum(w not in train_vocab for w in inc_words) / max(len(inc_words), 1)
     counter_ref, counter_inc = Counter(w for t in ref for w in words_of(t)), Counter(inc_words)
     keys = sorted(set(counter_ref) | set(counter_inc))
-    vocab_js_full = js_divergence(
-        np.array([counter_ref[w] for w in keys], dtype=float), np.array([counter_inc[w] for w in keys], dtype=float)
-    ) if keys else math.nan
+    vocab_js_full = (
+        js_divergence(
+            np.array([counter_ref[w] for w in keys], dtype=float),
+            np.array([counter_inc[w] for w in keys], dtype=float),
+        )
+        if keys
+        else math.nan
+    )
 
     emb_ref, emb_inc = mean_pooled_embeddings(clf, ref_small), mean_pooled_embeddings(clf, inc_small)
     mean_ref, mean_inc = emb_ref.mean(0), emb_inc.mean(0)
@@ -341,23 +363,47 @@ def detect_drift(
 
     perm = f"{th.permutations} permutations of {len(ref_small)} + {len(inc_small)} texts"
     signals = [
-        DriftSignal("label_distribution", label_js, label_p,
-                    f"chi-square p <= {level:.3g} and JS >= {th.min_label_js}",
-                    label_p <= level and label_js >= th.min_label_js,
-                    f"JS {label_js:.4f} bits between predicted-label distributions; chi-square p = {label_p:.3g}"),
-        DriftSignal("vocabulary_oov", oov_full, vocab["oov_p"], f"permutation p <= {level:.3g}",
-                    vocab["oov_p"] <= level,
-                    f"{oov_full:.1%} of incoming words are not in the training vocabulary "
-                    f"({vocab['oov_rate']:.1%} on the subsample; {perm})"),
-        DriftSignal("vocabulary_js", vocab_js_full, vocab["vocab_js_p"], f"permutation p <= {level:.3g}",
-                    vocab["vocab_js_p"] <= level,
-                    f"unigram JS {vocab_js_full:.4f} bits ({vocab['vocab_js']:.4f} on the subsample; {perm})"),
-        DriftSignal("embedding_mmd", mmd, mmd_p, f"permutation p <= {level:.3g}", mmd_p <= level,
-                    f"RBF MMD^2 {mmd:.4g}; cosine between mean embeddings {cosine:.4f} ({perm})"),
-        DriftSignal("confidence", conf_shift, conf_p,
-                    f"Mann-Whitney p <= {level:.3g} and |shift| >= {th.min_confidence_shift}",
-                    conf_p <= level and abs(conf_shift) >= th.min_confidence_shift,
-                    f"mean max-probability {conf_ref.mean():.3f} -> {conf_inc.mean():.3f}"),
+        DriftSignal(
+            "label_distribution",
+            label_js,
+            label_p,
+            f"chi-square p <= {level:.3g} and JS >= {th.min_label_js}",
+            label_p <= level and label_js >= th.min_label_js,
+            f"JS {label_js:.4f} bits between predicted-label distributions; chi-square p = {label_p:.3g}",
+        ),
+        DriftSignal(
+            "vocabulary_oov",
+            oov_full,
+            vocab["oov_p"],
+            f"permutation p <= {level:.3g}",
+            vocab["oov_p"] <= level,
+            f"{oov_full:.1%} of incoming words are not in the training vocabulary "
+            f"({vocab['oov_rate']:.1%} on the subsample; {perm})",
+        ),
+        DriftSignal(
+            "vocabulary_js",
+            vocab_js_full,
+            vocab["vocab_js_p"],
+            f"permutation p <= {level:.3g}",
+            vocab["vocab_js_p"] <= level,
+            f"unigram JS {vocab_js_full:.4f} bits ({vocab['vocab_js']:.4f} on the subsample; {perm})",
+        ),
+        DriftSignal(
+            "embedding_mmd",
+            mmd,
+            mmd_p,
+            f"permutation p <= {level:.3g}",
+            mmd_p <= level,
+            f"RBF MMD^2 {mmd:.4g}; cosine between mean embeddings {cosine:.4f} ({perm})",
+        ),
+        DriftSignal(
+            "confidence",
+            conf_shift,
+            conf_p,
+            f"Mann-Whitney p <= {level:.3g} and |shift| >= {th.min_confidence_shift}",
+            conf_p <= level and abs(conf_shift) >= th.min_confidence_shift,
+            f"mean max-probability {conf_ref.mean():.3f} -> {conf_inc.mean():.3f}",
+        ),
     ]
     names = clf.label_space.names
     return DriftReport(
@@ -365,13 +411,24 @@ def detect_drift(
         n_incoming=len(inc),
         signals=signals,
         statistics={
-            "label_js": label_js, "label_chi2_p": label_p, "oov_rate": oov_full, "vocab_js": vocab_js_full,
-            "embedding_cosine": cosine, "embedding_mmd2": mmd, "embedding_mmd_p": mmd_p,
-            "confidence_reference": float(conf_ref.mean()), "confidence_incoming": float(conf_inc.mean()),
-            "confidence_shift": conf_shift, "confidence_p": conf_p,
+            "label_js": label_js,
+            "label_chi2_p": label_p,
+            "oov_rate": oov_full,
+            "vocab_js": vocab_js_full,
+            "embedding_cosine": cosine,
+            "embedding_mmd2": mmd,
+            "embedding_mmd_p": mmd_p,
+            "confidence_reference": float(conf_ref.mean()),
+            "confidence_incoming": float(conf_inc.mean()),
+            "confidence_shift": conf_shift,
+            "confidence_p": conf_p,
         },
-        reference_label_distribution={names[i]: float(c / counts_ref.sum()) for i, c in enumerate(counts_ref) if c},
-        incoming_label_distribution={names[i]: float(c / counts_inc.sum()) for i, c in enumerate(counts_inc) if c},
+        reference_label_distribution={
+            names[i]: float(c / counts_ref.sum()) for i, c in enumerate(counts_ref) if c
+        },
+        incoming_label_distribution={
+            names[i]: float(c / counts_inc.sum()) for i, c in enumerate(counts_inc) if c
+        },
         thresholds=th,
     )
 
@@ -394,9 +451,12 @@ class RecalibrationResult:
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "run"}
-        out.update(run_dir=str(self.run_dir), model_dir=str(self.model_dir),
-                   run_id=self.run.id if self.run else None,
-                   parents=self.run.parents if self.run else [])
+        out.update(
+            run_dir=str(self.run_dir),
+            model_dir=str(self.model_dir),
+            run_id=self.run.id if self.run else None,
+            parents=self.run.parents if self.run else [],
+        )
         return out
 
 
@@ -436,16 +496,24 @@ def recalibrate(
     ds = _labelled(labelled_sample, text_field, label_field)
     unknown = next((e for e in ds if e.label not in clf.label_space), None)
     if unknown is not None:
-        raise DataError(located(unknown.source or ds.path or ds.name, unknown.line,
-                                f"label {unknown.label!r} is not in the model's label space",
-                                "recalibrate on data labelled with the model's labels"))
+        raise DataError(
+            located(
+                unknown.source or ds.path or ds.name,
+                unknown.line,
+                f"label {unknown.label!r} is not in the model's label space",
+                "recalibrate on data labelled with the model's labels",
+            )
+        )
     if len(ds) < 2:
         raise DataError(located(ds.path or ds.name, None, "fewer than 2 examples", "label more examples"))
     logits = clf.logits(ds.texts).numpy().astype(np.float64)
     labels = np.asarray(ds.label_ids(clf.label_space))
     before = clf.temperature
     temperature = fit_temperature(logits, labels)
-    nll_before, nll_after = temperature_nll(logits, labels, before), temperature_nll(logits, labels, temperature)
+    nll_before, nll_after = (
+        temperature_nll(logits, labels, before),
+        temperature_nll(logits, labels, temperature),
+    )
     ece_before = expected_calibration_error(apply_temperature(logits, before), labels)
     ece_after = expected_calibration_error(apply_temperature(logits, temperature), labels)
 
@@ -463,12 +531,20 @@ def recalibrate(
         clf.temperature = temperature
         clf.meta.update(
             recalibrated_from=str(source.resolve()),
-            recalibration={"temperature_before": before, "nll_before": nll_before, "nll_after": nll_after,
-                           "n_examples": len(ds), "data": str(ds.path or ds.name)},
+            recalibration={
+                "temperature_before": before,
+                "nll_before": nll_before,
+                "nll_after": nll_after,
+                "n_examples": len(ds),
+                "data": str(ds.path or ds.name),
+            },
         )
         clf.save_meta(tmp / "model")
-        inherited = {k: v for k, v in (parent_manifest.get("metrics") or {}).items()
-                     if k.startswith(("test_accuracy", "test_macro_f1", "best_valid"))}
+        inherited = {
+            k: v
+            for k, v in (parent_manifest.get("metrics") or {}).items()
+            if k.startswith(("test_accuracy", "test_macro_f1", "best_valid"))
+        }
         metrics = {
             **inherited,
             "temperature": temperature,
@@ -484,14 +560,26 @@ def recalibrate(
             "started_at": started,
             "wall_seconds": time.perf_counter() - t0,
             "git_commit": parent_manifest.get("git_commit"),
-            "parent": {"run_dir": str(parent_run_dir.resolve()) if parent_run_dir else None,
-                       "model_dir": str(source.resolve()), "run_id": parent.id if parent else None},
-            "config": {"recalibrate": {"model": str(source), "data": str(ds.path or ds.name),
-                                       "method": "temperature scaling (NLL, bounded Brent on log T)"},
-                       "parent_config": parent_manifest.get("config")},
+            "parent": {
+                "run_dir": str(parent_run_dir.resolve()) if parent_run_dir else None,
+                "model_dir": str(source.resolve()),
+                "run_id": parent.id if parent else None,
+            },
+            "config": {
+                "recalibrate": {
+                    "model": str(source),
+                    "data": str(ds.path or ds.name),
+                    "method": "temperature scaling (NLL, bounded Brent on log T)",
+                },
+                "parent_config": parent_manifest.get("config"),
+            },
             "data": {"fingerprint": fingerprint(ds), "path": str(ds.path or ds.name), "examples": len(ds)},
-            "model": {**(parent_manifest.get("model") or {}), "weights_sha256": clf.weights_fingerprint(),
-                      "dir": str(out.resolve() / "model"), "temperature": temperature},
+            "model": {
+                **(parent_manifest.get("model") or {}),
+                "weights_sha256": clf.weights_fingerprint(),
+                "dir": str(out.resolve() / "model"),
+                "temperature": temperature,
+            },
             "metrics": metrics,
             "inherited_metrics": sorted(inherited),
         }
@@ -505,7 +593,8 @@ def recalibrate(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     child = registry.register_run(out, parents=[parent.id] if parent else [], actor=actor)
-    result = RecalibrationResult(out, out / "model", before, temperature, nll_before, nll_after,
-                                 ece_before, ece_after, len(ds), child)
+    result = RecalibrationResult(
+        out, out / "model", before, temperature, nll_before, nll_after, ece_before, ece_after, len(ds), child
+    )
     registry.append_audit("recalibrate", child.id, "saved", result.to_dict(), actor)
     return result

@@ -46,12 +46,34 @@ def reliability_svg(bins: Sequence[Mapping[str, Any]], title: str = "Reliability
         full = [b for b in bins if b["count"] and not math.isnan(b["accuracy"])]
         width = [b["upper"] - b["lower"] for b in full]
         left = [b["lower"] for b in full]
-        top.bar(left, [b["accuracy"] for b in full], width=width, align="edge", color=BLUE,
-                edgecolor="white", label="accuracy")
-        gap_bottom = [min(b["accuracy"], b["mean_confidence"]) for b in full]
-        gap_height = [abs(b["accuracy"] - b["mean_confidence"]) for b in full]
-        top.bar(left, gap_height, bottom=gap_bottom, width=width, align="edge", color=ORANGE, alpha=0.45,
-                edgecolor=ORANGE, linewidth=0.8, label="gap to mean confidence")
+        top.bar(
+            left,
+            [b["accuracy"] for b in full],
+            width=width,
+            align="edge",
+            color=BLUE,
+            edgecolor="white",
+            label="accuracy",
+        )
+        # Mean confidence as a marker with a line down (or up) to the bar top: the gap reads the same
+        # for over- and under-confident bins, where a shaded gap bar would hide inside the accuracy bar.
+        centers = [(b["lower"] + b["upper"]) / 2 for b in full]
+        top.vlines(
+            centers,
+            [b["accuracy"] for b in full],
+            [b["mean_confidence"] for b in full],
+            color=ORANGE,
+            linewidth=2.5,
+            label="gap",
+        )
+        top.plot(
+            centers,
+            [b["mean_confidence"] for b in full],
+            "D",
+            color=ORANGE,
+            markersize=4,
+            label="mean confidence",
+        )
         top.plot([0, 1], [0, 1], "--", color=GREY, linewidth=1, label="perfect calibration")
         top.set_xlim(0, 1)
         top.set_ylim(0, 1)
@@ -72,14 +94,21 @@ def history_svg(history: Sequence[Mapping[str, Any]]) -> str | None:
         fig = _figure(5.2, 2.8)
         ax = fig.subplots()
         epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
-        ax.plot(epochs, [h.get("train_loss", math.nan) for h in history], "o-", color=BLUE, label="train loss")
+        ax.plot(
+            epochs, [h.get("train_loss", math.nan) for h in history], "o-", color=BLUE, label="train loss"
+        )
         ax.set_xlabel("epoch")
         ax.set_ylabel("train loss", color=BLUE)
         accuracy = [h.get("valid_accuracy") for h in history]
         if any(a is not None for a in accuracy):
             twin = ax.twinx()
-            twin.plot(epochs, [math.nan if a is None else a for a in accuracy], "s--", color=ORANGE,
-                      label="valid accuracy")
+            twin.plot(
+                epochs,
+                [math.nan if a is None else a for a in accuracy],
+                "s--",
+                color=ORANGE,
+                label="valid accuracy",
+            )
             twin.set_ylabel("valid accuracy", color=ORANGE)
         ax.set_title("Training history")
         return svg_string(fig)

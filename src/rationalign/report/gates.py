@@ -112,7 +112,9 @@ def _key_lines(text: str) -> dict[tuple[str, ...], int]:
     return lines
 
 
-def parse_gates(data: Any, source: str = "gates", lines: Mapping[tuple[str, ...], int] | None = None) -> GateSpec:
+def parse_gates(
+    data: Any, source: str = "gates", lines: Mapping[tuple[str, ...], int] | None = None
+) -> GateSpec:
     """Validate a gates mapping (as loaded from YAML) into a :class:`GateSpec`."""
     lines = lines or {}
     if data is None:
@@ -129,25 +131,47 @@ def parse_gates(data: Any, source: str = "gates", lines: Mapping[tuple[str, ...]
         if body is None:
             continue
         if not isinstance(body, Mapping):
-            raise ConfigError(located(source, line, f"{section} must map metric names to numbers",
-                                      f"e.g. `{section}: {{test_accuracy: 0.85}}`"))
+            raise ConfigError(
+                located(
+                    source,
+                    line,
+                    f"{section} must map metric names to numbers",
+                    f"e.g. `{section}: {{test_accuracy: 0.85}}`",
+                )
+            )
         for name, threshold in body.items():
             where = lines.get((str(section), str(name)), line)
-            if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not math.isfinite(threshold):
-                raise ConfigError(
-                    located(source, where, f"{section}.{name} = {threshold!r} is not a number", "give a number")
-                )
-            if section == "relative_to_teacher" and name != "cost_reduction_at_least" and not (
-                str(name).endswith("_within")
+            if (
+                isinstance(threshold, bool)
+                or not isinstance(threshold, int | float)
+                or not math.isfinite(threshold)
             ):
                 raise ConfigError(
-                    located(source, where, f"unknown teacher gate {name!r}",
-                            "use <metric>_within (e.g. accuracy_within) or cost_reduction_at_least")
+                    located(
+                        source, where, f"{section}.{name} = {threshold!r} is not a number", "give a number"
+                    )
+                )
+            if (
+                section == "relative_to_teacher"
+                and name != "cost_reduction_at_least"
+                and not (str(name).endswith("_within"))
+            ):
+                raise ConfigError(
+                    located(
+                        source,
+                        where,
+                        f"unknown teacher gate {name!r}",
+                        "use <metric>_within (e.g. accuracy_within) or cost_reduction_at_least",
+                    )
                 )
             if section == "relative_to_baseline" and not str(name).endswith("_gain"):
                 raise ConfigError(
-                    located(source, where, f"unknown baseline gate {name!r}",
-                            "use <metric>_gain (e.g. adversarial_accuracy_gain)")
+                    located(
+                        source,
+                        where,
+                        f"unknown baseline gate {name!r}",
+                        "use <metric>_gain (e.g. adversarial_accuracy_gain)",
+                    )
                 )
             sections[section][str(name)] = float(threshold)
     spec = GateSpec(**sections, source=source)
@@ -169,8 +193,12 @@ def load_gates(path: str | Path) -> GateSpec:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         raise ConfigError(
-            located(path, mark.line + 1 if mark else None, f"invalid YAML ({getattr(err, 'problem', err)})",
-                    "correct the syntax")
+            located(
+                path,
+                mark.line + 1 if mark else None,
+                f"invalid YAML ({getattr(err, 'problem', err)})",
+                "correct the syntax",
+            )
         ) from None
     spec = parse_gates(data, str(path), _key_lines(text))
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -213,8 +241,15 @@ def check_gates(
             continue
         key, value = found
         ok = value >= threshold
-        results.append(GateResult(f"min.{name}", value, threshold, ok,
-                                  f"{key} = {value:.4g} {'>=' if ok else '<'} {threshold:.4g}"))
+        results.append(
+            GateResult(
+                f"min.{name}",
+                value,
+                threshold,
+                ok,
+                f"{key} = {value:.4g} {'>=' if ok else '<'} {threshold:.4g}",
+            )
+        )
     for name, threshold in gates.max.items():
         found = lookup_metric(metrics, name)
         if found is None:
@@ -222,42 +257,71 @@ def check_gates(
             continue
         key, value = found
         ok = value <= threshold
-        results.append(GateResult(f"max.{name}", value, threshold, ok,
-                                  f"{key} = {value:.4g} {'<=' if ok else '>'} {threshold:.4g}"))
+        results.append(
+            GateResult(
+                f"max.{name}",
+                value,
+                threshold,
+                ok,
+                f"{key} = {value:.4g} {'<=' if ok else '>'} {threshold:.4g}",
+            )
+        )
     for name, threshold in gates.relative_to_teacher.items():
         gate = f"relative_to_teacher.{name}"
         if teacher_metrics is None:
-            results.append(GateResult(gate, None, threshold, False, "no teacher run given; fix: pass --teacher RUN"))
+            results.append(
+                GateResult(gate, None, threshold, False, "no teacher run given; fix: pass --teacher RUN")
+            )
         elif name == "cost_reduction_at_least":
             results.append(_cost_gate(gate, threshold, metrics, teacher_metrics))
         else:
             metric = name.removesuffix("_within")
             mine, theirs = lookup_metric(metrics, metric), lookup_metric(teacher_metrics, metric)
             if mine is None or theirs is None:
-                reason = _missing(metric, "run" if mine is None else "teacher", metrics if mine is None else teacher_metrics)
+                reason = _missing(
+                    metric, "run" if mine is None else "teacher", metrics if mine is None else teacher_metrics
+                )
                 results.append(GateResult(gate, None, threshold, False, reason))
                 continue
             gap = theirs[1] - mine[1]
             ok = gap <= threshold
-            results.append(GateResult(gate, gap, threshold, ok,
-                                      f"teacher {theirs[0]} {theirs[1]:.4g} - run {mine[1]:.4g} = {gap:.4g} "
-                                      f"{'<=' if ok else '>'} {threshold:.4g}"))
+            results.append(
+                GateResult(
+                    gate,
+                    gap,
+                    threshold,
+                    ok,
+                    f"teacher {theirs[0]} {theirs[1]:.4g} - run {mine[1]:.4g} = {gap:.4g} "
+                    f"{'<=' if ok else '>'} {threshold:.4g}",
+                )
+            )
     for name, threshold in gates.relative_to_baseline.items():
         gate = f"relative_to_baseline.{name}"
         metric = name.removesuffix("_gain")
         if baseline_metrics is None:
-            results.append(GateResult(gate, None, threshold, False, "no baseline run given; fix: pass --baseline RUN"))
+            results.append(
+                GateResult(gate, None, threshold, False, "no baseline run given; fix: pass --baseline RUN")
+            )
             continue
         mine, theirs = lookup_metric(metrics, metric), lookup_metric(baseline_metrics, metric)
         if mine is None or theirs is None:
-            reason = _missing(metric, "run" if mine is None else "baseline", metrics if mine is None else baseline_metrics)
+            reason = _missing(
+                metric, "run" if mine is None else "baseline", metrics if mine is None else baseline_metrics
+            )
             results.append(GateResult(gate, None, threshold, False, reason))
             continue
         gain = mine[1] - theirs[1]
         ok = gain >= threshold
-        results.append(GateResult(gate, gain, threshold, ok,
-                                  f"run {mine[0]} {mine[1]:.4g} - baseline {theirs[1]:.4g} = {gain:.4g} "
-                                  f"{'>=' if ok else '<'} {threshold:.4g}"))
+        results.append(
+            GateResult(
+                gate,
+                gain,
+                threshold,
+                ok,
+                f"run {mine[0]} {mine[1]:.4g} - baseline {theirs[1]:.4g} = {gain:.4g} "
+                f"{'>=' if ok else '<'} {threshold:.4g}",
+            )
+        )
     return results
 
 
@@ -269,14 +333,26 @@ def _cost_gate(
         if mine is None or theirs is None:
             continue
         if theirs[1] <= 0:
-            return GateResult(gate, None, threshold, False, f"teacher {cost} is {theirs[1]:.4g}; cannot compare")
+            return GateResult(
+                gate, None, threshold, False, f"teacher {cost} is {theirs[1]:.4g}; cannot compare"
+            )
         reduction = 1.0 - mine[1] / theirs[1]
         ok = reduction >= threshold
-        return GateResult(gate, reduction, threshold, ok,
-                          f"1 - {cost} {mine[1]:.4g} / teacher {theirs[1]:.4g} = {reduction:.4g} "
-                          f"{'>=' if ok else '<'} {threshold:.4g}")
-    return GateResult(gate, None, threshold, False,
-                      f"neither {' nor '.join(COST_METRICS)} is recorded for both the run and the teacher")
+        return GateResult(
+            gate,
+            reduction,
+            threshold,
+            ok,
+            f"1 - {cost} {mine[1]:.4g} / teacher {theirs[1]:.4g} = {reduction:.4g} "
+            f"{'>=' if ok else '<'} {threshold:.4g}",
+        )
+    return GateResult(
+        gate,
+        None,
+        threshold,
+        False,
+        f"neither {' nor '.join(COST_METRICS)} is recorded for both the run and the teacher",
+    )
 
 
 def evaluate_gates(
@@ -304,16 +380,26 @@ def evaluate_gates(
     teacher_rec = record(teacher) if teacher is not None else None
     baseline_rec = record(baseline) if baseline is not None else None
     results = check_gates(
-        subject.metrics, spec,
+        subject.metrics,
+        spec,
         teacher_rec.metrics if teacher_rec else None,
         baseline_rec.metrics if baseline_rec else None,
     )
-    report = GateReport(subject.id, subject.name, results, spec.source,
-                        teacher_rec.id if teacher_rec else None, baseline_rec.id if baseline_rec else None)
+    report = GateReport(
+        subject.id,
+        subject.name,
+        results,
+        spec.source,
+        teacher_rec.id if teacher_rec else None,
+        baseline_rec.id if baseline_rec else None,
+    )
     details = {**report.to_dict(), "gates_sha256": spec.digest, "thresholds": spec.to_dict()}
     registry.append_audit("gate", subject.id, "pass" if report.passed else "fail", details, actor)
     if promote:
-        summary = {"gates": spec.source, "gates_sha256": spec.digest,
-                   "failed": [g.name for g in report.failures]}
+        summary = {
+            "gates": spec.source,
+            "gates_sha256": spec.digest,
+            "failed": [g.name for g in report.failures],
+        }
         registry.set_status(subject.id, "promoted" if report.passed else "rejected", actor, summary)
     return report

@@ -43,8 +43,17 @@ from rationalign.report.registry import MANIFEST, RunRegistry, collect_metrics, 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 TEMPLATE = "report.html.j2"
 OPTIONAL_FILES = ("attributions.jsonl", "adversarial.jsonl", "divergence_queue.jsonl")
-KEY_METRICS = ("test_accuracy", "test_macro_f1", "best_valid_accuracy", "ece", "test_ece", "p50_latency_ms",
-               "parameters", "adversarial_accuracy", "temperature")
+KEY_METRICS = (
+    "test_accuracy",
+    "test_macro_f1",
+    "best_valid_accuracy",
+    "ece",
+    "test_ece",
+    "p50_latency_ms",
+    "parameters",
+    "adversarial_accuracy",
+    "temperature",
+)
 SCORE_KEYS = ("divergence", "score", "js", "kl")
 
 
@@ -121,7 +130,9 @@ def read_jsonl(path: Path, limit: int = 100_000) -> list[dict[str, Any]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise DataError(located(path, number, f"invalid JSON ({err.msg})", "one JSON object a line")) from None
+                raise DataError(
+                    located(path, number, f"invalid JSON ({err.msg})", "one JSON object a line")
+                ) from None
             if not isinstance(record, dict):
                 raise DataError(located(path, number, "not a JSON object", "write one JSON object a line"))
             record["_line"] = number
@@ -254,24 +265,39 @@ def _provenance(run_dir: Path, manifest: Mapping[str, Any]) -> list[tuple[str, s
         ("run directory", str(run_dir)),
         ("kind", manifest.get("kind")),
         ("started", manifest.get("started_at")),
-        ("wall time", f"{manifest['wall_seconds']:.1f} s" if isinstance(manifest.get("wall_seconds"), int | float)
-         else None),
+        (
+            "wall time",
+            f"{manifest['wall_seconds']:.1f} s"
+            if isinstance(manifest.get("wall_seconds"), int | float)
+            else None,
+        ),
         ("git commit", manifest.get("git_commit") or "unknown"),
         ("rationalign version", manifest.get("rationalign_version")),
         ("data path", data.get("path")),
         ("data fingerprint", data.get("fingerprint")),
-        ("examples (train / valid / test)",
-         f"{data.get('train_examples')} / {data.get('valid_examples')} / {data.get('test_examples')}"
-         if "train_examples" in data else None),
+        (
+            "examples (train / valid / test)",
+            f"{data.get('train_examples')} / {data.get('valid_examples')} / {data.get('test_examples')}"
+            if "train_examples" in data
+            else None,
+        ),
         ("base model", model.get("base")),
         ("base model hash", model.get("base_hash")),
         ("weights sha256", model.get("weights_sha256")),
         ("parameters", _fmt(model.get("parameters"))),
         ("pooling", model.get("pooling")),
-        ("teacher fingerprint", (manifest.get("teacher") or {}).get("fingerprint")
-         if isinstance(manifest.get("teacher"), dict) else None),
-        ("priors fingerprint", (manifest.get("priors") or {}).get("fingerprint")
-         if isinstance(manifest.get("priors"), dict) else None),
+        (
+            "teacher fingerprint",
+            (manifest.get("teacher") or {}).get("fingerprint")
+            if isinstance(manifest.get("teacher"), dict)
+            else None,
+        ),
+        (
+            "priors fingerprint",
+            (manifest.get("priors") or {}).get("fingerprint")
+            if isinstance(manifest.get("priors"), dict)
+            else None,
+        ),
         ("environment", ", ".join(f"{k} {v}" for k, v in env.items()) or None),
     ]
     return [(k, str(v)) for k, v in rows if v not in (None, "", "None")]
@@ -289,8 +315,13 @@ def collect_run(
     folder = Path(run_dir)
     manifest = read_manifest(folder)
     name = str(manifest.get("name") or folder.resolve().name)
-    view = RunView(name=name, run_dir=str(folder.resolve()), anchor="", manifest=manifest,
-                   metrics=collect_metrics(folder, manifest))
+    view = RunView(
+        name=name,
+        run_dir=str(folder.resolve()),
+        anchor="",
+        manifest=manifest,
+        metrics=collect_metrics(folder, manifest),
+    )
     view.provenance = _provenance(folder.resolve(), manifest)
     view.config_yaml = yaml.safe_dump(manifest.get("config") or {}, sort_keys=False)
     view.notes.extend(str(w) for w in (manifest.get("data") or {}).get("warnings", []))
@@ -328,8 +359,10 @@ def collect_run(
         probs = clf.predict_proba(test.texts)
         gold = np.asarray(test.label_ids(clf.label_space))
         report = calibration_report(probs, gold)
-        view.calibration = {**report.to_dict(), "source": f"recomputed on {len(test)} test examples "
-                            f"(temperature {clf.temperature:.3g})"}
+        view.calibration = {
+            **report.to_dict(),
+            "source": f"recomputed on {len(test)} test examples (temperature {clf.temperature:.3g})",
+        }
         view.metrics.setdefault("test_ece", report.ece)
         predicted = probs.argmax(1)
         confidence = probs.max(1)
@@ -341,8 +374,10 @@ def collect_run(
     else:
         stored = folder / "calibration.json"
         if stored.is_file():
-            view.calibration = {**json.loads(stored.read_text(encoding="utf-8")),
-                                "source": f"stored in {stored.name}"}
+            view.calibration = {
+                **json.loads(stored.read_text(encoding="utf-8")),
+                "source": f"stored in {stored.name}",
+            }
     if view.calibration is not None:
         view.reliability_svg = figures.reliability_svg(view.calibration["reliability"]["bins"])
 
@@ -380,10 +415,15 @@ def collect_run(
             records.sort(key=lambda r: -float(r.get(key) or 0.0))
         pairs = Counter(
             (str(r.get("student_label")), str(r.get("teacher_label")))
-            for r in records if r.get("student_label") is not None and r.get("teacher_label") is not None
+            for r in records
+            if r.get("student_label") is not None and r.get("teacher_label") is not None
         )
-        view.divergence = {"count": len(records), "score_key": key, "top": records[:10],
-                           "pairs": pairs.most_common(8)}
+        view.divergence = {
+            "count": len(records),
+            "score_key": key,
+            "top": records[:10],
+            "pairs": pairs.most_common(8),
+        }
     return view
 
 
@@ -392,15 +432,24 @@ def collect_run(
 
 def _comparison(views: list[RunView], registry: RunRegistry | None) -> dict[str, Any]:
     """Columns: the report's runs, earlier registered runs on the same data, teachers found in manifests."""
-    columns: list[dict[str, Any]] = [{"title": v.name, "kind": "run", "metrics": v.metrics,
-                                      "anchor": v.anchor} for v in views]
+    columns: list[dict[str, Any]] = [
+        {"title": v.name, "kind": "run", "metrics": v.metrics, "anchor": v.anchor} for v in views
+    ]
     seen = {v.run_dir for v in views}
     if registry is not None:
         fingerprints = {(v.manifest.get("data") or {}).get("fingerprint") for v in views}
-        earlier = [r for r in registry.list_runs() if r.data_fingerprint in fingerprints and r.run_dir not in seen]
+        earlier = [
+            r for r in registry.list_runs() if r.data_fingerprint in fingerprints and r.run_dir not in seen
+        ]
         for record in earlier[-4:]:
-            columns.append({"title": f"#{record.id} {record.name}", "kind": "earlier", "metrics": record.metrics,
-                            "anchor": None})
+            columns.append(
+                {
+                    "title": f"#{record.id} {record.name}",
+                    "kind": "earlier",
+                    "metrics": record.metrics,
+                    "anchor": None,
+                }
+            )
     for view in views:
         teacher = view.manifest.get("teacher")
         if not isinstance(teacher, dict):
@@ -413,9 +462,14 @@ def _comparison(views: list[RunView], registry: RunRegistry | None) -> dict[str,
                 metrics = None
         if isinstance(metrics, dict):
             title = f"teacher of {view.name}" + (f" ({teacher['name']})" if teacher.get("name") else "")
-            columns.append({"title": title, "kind": "teacher",
-                            "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
-                            "anchor": None})
+            columns.append(
+                {
+                    "title": title,
+                    "kind": "teacher",
+                    "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
+                    "anchor": None,
+                }
+            )
     names = [m for m in KEY_METRICS if any(m in c["metrics"] for c in columns)]
     names += sorted({m for c in columns for m in c["metrics"]} - set(names))
     reference = columns[0]["metrics"]
@@ -433,8 +487,9 @@ def _comparison(views: list[RunView], registry: RunRegistry | None) -> dict[str,
 
 
 def render_report(views: list[RunView], registry: RunRegistry | None = None) -> str:
-    env = Environment(loader=FileSystemLoader(TEMPLATE_DIR), autoescape=True, trim_blocks=True,
-                      lstrip_blocks=True)
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATE_DIR), autoescape=True, trim_blocks=True, lstrip_blocks=True
+    )
     env.filters["fmt"] = _fmt
     env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=1, default=str, ensure_ascii=False)
     template = env.get_template(TEMPLATE)

@@ -113,7 +113,9 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ConfigError(located(path, err.lineno, f"invalid JSON ({err.msg})", "re-run the stage")) from None
+        raise ConfigError(
+            located(path, err.lineno, f"invalid JSON ({err.msg})", "re-run the stage")
+        ) from None
     except UnicodeDecodeError:
         raise ConfigError(located(path, None, "not UTF-8 text", "re-run the stage")) from None
     if not isinstance(manifest, dict):
@@ -266,7 +268,9 @@ class RunRegistry:
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path is not None else default_registry_path()
         if self.path.is_dir():
-            raise ConfigError(located(self.path, None, "is a folder", "give a file path like runs/registry.sqlite"))
+            raise ConfigError(
+                located(self.path, None, "is a folder", "give a file path like runs/registry.sqlite")
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(_SCHEMA)
@@ -277,7 +281,9 @@ class RunRegistry:
         try:
             db = sqlite3.connect(self.path, timeout=30)
         except sqlite3.Error as err:
-            raise ConfigError(located(self.path, None, f"cannot open the registry ({err})", "check the path")) from None
+            raise ConfigError(
+                located(self.path, None, f"cannot open the registry ({err})", "check the path")
+            ) from None
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA foreign_keys = ON")
         try:
@@ -287,8 +293,12 @@ class RunRegistry:
             if isinstance(err, sqlite3.IntegrityError):
                 raise
             raise ConfigError(
-                located(self.path, None, f"registry database error ({err})", "point $RATIONALIGN_REGISTRY at a "
-                        "registry file written by rationalign")
+                located(
+                    self.path,
+                    None,
+                    f"registry database error ({err})",
+                    "point $RATIONALIGN_REGISTRY at a registry file written by rationalign",
+                )
             ) from None
         finally:
             db.close()
@@ -312,7 +322,12 @@ class RunRegistry:
             for pid in parent_ids:
                 if db.execute("SELECT 1 FROM runs WHERE id = ?", (pid,)).fetchone() is None:
                     raise ConfigError(
-                        located(self.path, None, f"parent run {pid} is not registered", "register the parent first")
+                        located(
+                            self.path,
+                            None,
+                            f"parent run {pid} is not registered",
+                            "register the parent first",
+                        )
                     )
             wall = manifest.get("wall_seconds")
             cursor = db.execute(
@@ -338,7 +353,9 @@ class RunRegistry:
                 ),
             )
             run_id = int(cursor.lastrowid or 0)
-            self._append(db, "register", run_id, "registered", {"run_dir": str(folder), "parents": parent_ids}, actor)
+            self._append(
+                db, "register", run_id, "registered", {"run_dir": str(folder), "parents": parent_ids}, actor
+            )
             return _record(db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone())
 
     def find(self, ref: int | str | Path) -> RunRecord | None:
@@ -359,7 +376,12 @@ class RunRegistry:
             if len(rows) > 1:
                 ids = ", ".join(str(r["id"]) for r in rows)
                 raise ConfigError(
-                    located(self.path, None, f"{len(rows)} runs are named {text!r} (ids {ids})", "refer to it by id")
+                    located(
+                        self.path,
+                        None,
+                        f"{len(rows)} runs are named {text!r} (ids {ids})",
+                        "refer to it by id",
+                    )
                 )
             return _record(rows[0]) if rows else None
 
@@ -367,8 +389,12 @@ class RunRegistry:
         record = self.find(ref)
         if record is None:
             raise ConfigError(
-                located(self.path, None, f"no registered run {str(ref)!r}",
-                        "use `rationalign runs list`, or pass a run directory")
+                located(
+                    self.path,
+                    None,
+                    f"no registered run {str(ref)!r}",
+                    "use `rationalign runs list`, or pass a run directory",
+                )
             )
         return record
 
@@ -425,7 +451,14 @@ class RunRegistry:
     ) -> int:
         cursor = db.execute(
             "INSERT INTO audit_log (time, actor, action, run_id, decision, details_json) VALUES (?, ?, ?, ?, ?, ?)",
-            (_now(), actor or current_actor(), action, run_id, decision, json.dumps(dict(details), default=str)),
+            (
+                _now(),
+                actor or current_actor(),
+                action,
+                run_id,
+                decision,
+                json.dumps(dict(details), default=str),
+            ),
         )
         return int(cursor.lastrowid or 0)
 

@@ -223,8 +223,9 @@ class ServingConfig:
 
     @property
     def max_body_bytes(self) -> int:
-        # Worst case JSON: every character escaped as \\uXXXX (6 bytes), plus quotes/commas and the envelope.
-        return self.max_batch * (self.max_text_chars * 6 + 8) + 4096
+        # Worst case JSON: every character outside the BMP, escaped as a surrogate pair \\uXXXX\\uXXXX
+        # (12 bytes), plus quotes and commas per text and the envelope.
+        return self.max_batch * (self.max_text_chars * 12 + 8) + 4096
 
 
 class ServingState:
@@ -296,6 +297,12 @@ class LimitsAndMetricsMiddleware:
                     )
                     await response(scope, receive, counting_send)
                     return
+                if not _is_utf8(body):
+                    # FastAPI would answer 400 here; malformed input is 422 everywhere else in this API.
+                    problem = {"type": "json_invalid", "loc": ["body"], "msg": "the body is not UTF-8 JSON"}
+                    response = JSONResponse({"detail": [problem]}, status_code=422)
+                    await response(scope, receive, counting_send)
+                    return
                 receive = _replay(body, receive)
             await self.app(scope, receive, counting_send)
         finally:
@@ -320,6 +327,14 @@ async def _read_bounded(receive: Receive, limit: int) -> bytes | None:
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _replay(body: bytes, original: Receive) -> Receive:
@@ -550,6 +565,7 @@ def create_app(
         metrics.uptime.set(time.monotonic() - state.started)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    _document_limits(app, config)
     page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -557,6 +573,27 @@ def create_app(
         return HTMLResponse(page)
 
     return app
+
+
+def _document_limits(app: FastAPI, config: ServingConfig) -> None:
+    """Put this server's limits into its OpenAPI spec (maxItems/maxLength).
+
+    The request models carry no such bounds on purpose: a violation must answer 413 (over the limit),
+    not pydantic's 422 (malformed), but clients and spec-driven tools should still see the limits.
+    """
+    default_openapi = app.openapi
+
+    def openapi_with_limits() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            models = schema["components"]["schemas"]
+            texts = models["PredictRequest"]["properties"]["texts"]
+            texts["maxItems"] = config.max_batch
+            texts["items"]["maxLength"] = config.max_text_chars
+            models["ExplainRequest"]["properties"]["text"]["maxLength"] = config.max_text_chars
+        return app.openapi_schema
+
+    app.openapi = openapi_with_limits  # type: ignore[method-assign]
 
 
 def _base_model(engine: Backend) -> str | None:

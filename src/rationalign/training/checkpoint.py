@@ -99,7 +99,9 @@ def load_checkpoint(
     state = json.loads((path / "state.json").read_text(encoding="utf-8"))
     weights = load_file(str(path / "model.safetensors"))
     model.load_state_dict(weights, strict=False)
-    opt = _optimizer_state(load_file(str(path / "optimizer.safetensors")), state.pop("optimizer_param_groups"))
+    opt = _optimizer_state(
+        load_file(str(path / "optimizer.safetensors")), state.pop("optimizer_param_groups")
+    )
     optimizer.load_state_dict(opt)
     sched = scheduler.state_dict()
     sched.update(state.pop("scheduler"))

@@ -11,11 +11,15 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field("minilm-l6", description="shipped short name or local HF folder of the backbone")
-    pooling: Literal["mean", "cls", "last"] | None = Field(None, description="None: mean for encoders, last for LMs")
+    pooling: Literal["mean", "cls", "last"] | None = Field(
+        None, description="None: mean for encoders, last for LMs"
+    )
     num_layers: int | None = Field(None, ge=1, description="keep only the first k layers (smaller student)")
     max_length: int = Field(64, ge=8, le=512)
     epochs: int = Field(10, ge=1)
-    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs)")
+    max_steps: int | None = Field(
+        None, ge=1, description="stop after this many optimizer steps (overrides epochs)"
+    )
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(128, ge=1)
     lr: float = Field(5e-5, gt=0)

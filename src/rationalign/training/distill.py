@@ -49,7 +49,9 @@ class DistillConfig(BaseModel):
     ig_steps: int = Field(8, ge=1, le=64)
     output: Literal["logit", "logprob", "prob"] = "logprob"
     warmup_steps: int = Field(0, ge=0, description="lambda ramps linearly from 0 over these steps")
-    student_sharpness: float = Field(1.0, gt=0, description="softmax sharpness for standardised student scores")
+    student_sharpness: float = Field(
+        1.0, gt=0, description="softmax sharpness for standardised student scores"
+    )
 
 
 def normalise_prior(scores: np.ndarray) -> np.ndarray | None:
@@ -133,9 +135,17 @@ def student_attribution(
     else:
         alphas, weights = quadrature(ig_steps, "gausslegendre")
         token_scores = path_integrated_gradients(
-            handle, ids, mask, targets, baseline_ids=pad_baseline_ids(ids, mask, clf.tokenizer),
-            alphas=alphas, weights=weights, output=output, internal_batch=ids.shape[0] * ig_steps,  # type: ignore[arg-type]
-            create_graph=create_graph, endpoints=False,
+            handle,
+            ids,
+            mask,
+            targets,
+            baseline_ids=pad_baseline_ids(ids, mask, clf.tokenizer),
+            alphas=alphas,
+            weights=weights,
+            output=output,
+            internal_batch=ids.shape[0] * ig_steps,  # type: ignore[arg-type]
+            create_graph=create_graph,
+            endpoints=False,
         ).token_scores
     n_words = max(max((a.n_words for a in alignments), default=1), 1)
     index = token_word_index(alignments, ids.shape[1], clf.tokenizer.padding_side).to(clf.device)
@@ -159,8 +169,12 @@ class DistillationObjective:
         priors: Sequence[np.ndarray | None] | None = None,
     ):
         self.config = config
-        self.soft_labels = torch.as_tensor(soft_labels, dtype=torch.float32) if soft_labels is not None else None
-        self.priors = [normalise_prior(p) if p is not None else None for p in priors] if priors is not None else None
+        self.soft_labels = (
+            torch.as_tensor(soft_labels, dtype=torch.float32) if soft_labels is not None else None
+        )
+        self.priors = (
+            [normalise_prior(p) if p is not None else None for p in priors] if priors is not None else None
+        )
         self.step = 0
 
     def lambda_now(self) -> float:
@@ -177,13 +191,22 @@ class DistillationObjective:
         align = None
         if lam > 0:
             attr = student_attribution(
-                clf, batch.texts, batch.labels, method=cfg.attribution, ig_steps=cfg.ig_steps, output=cfg.output
+                clf,
+                batch.texts,
+                batch.labels,
+                method=cfg.attribution,
+                ig_steps=cfg.ig_steps,
+                output=cfg.output,
             )
             logits = attr.logits if attr.logits is not None else clf.model(**batch.model_inputs()).logits
             prior, keep = self._prior_batch(batch.indices.tolist(), attr.word_mask)
             if keep.any():
                 align = alignment_loss(
-                    attr.word_scores[keep], prior[keep], attr.word_mask[keep], cfg.align_loss, cfg.student_sharpness
+                    attr.word_scores[keep],
+                    prior[keep],
+                    attr.word_mask[keep],
+                    cfg.align_loss,
+                    cfg.student_sharpness,
                 )
         else:
             logits = clf.model(**batch.model_inputs()).logits

@@ -22,7 +22,7 @@ from rationalign.errors import ConfigError
 from rationalign.evaluation.metrics import ClassificationReport, classification_report
 from rationalign.models.classifier import IntentClassifier
 from rationalign.training.config import TrainConfig
-from rationalign.training.trainer import TrainResult, Trainer
+from rationalign.training.trainer import Trainer, TrainResult
 
 MANIFEST = "manifest.json"
 CONFIG_FILE = "config.yaml"
@@ -55,7 +55,9 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def evaluate_classifier(clf: IntentClassifier, ds: IntentDataset, batch_size: int = 128) -> ClassificationReport:
+def evaluate_classifier(
+    clf: IntentClassifier, ds: IntentDataset, batch_size: int = 128
+) -> ClassificationReport:
     missing = sorted({y for y in ds.labels if y not in clf.label_space})
     if missing:
         raise ConfigError(
@@ -68,7 +70,9 @@ def evaluate_classifier(clf: IntentClassifier, ds: IntentDataset, batch_size: in
 
 def model_card(cfg: RunConfig, manifest: dict[str, Any]) -> str:
     metrics = manifest.get("metrics", {})
-    rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
+    rows = "\n".join(
+        f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()
+    )
     return f"""---
 library_name: transformers
 pipeline_tag: text-classification
@@ -118,14 +122,21 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Ru
     bundle = load_data(cfg.data)
     tc = cfg.train
     clf = IntentClassifier.from_base(
-        tc.model, bundle.label_space, pooling=tc.pooling, num_layers=tc.num_layers, max_length=tc.max_length,
+        tc.model,
+        bundle.label_space,
+        pooling=tc.pooling,
+        num_layers=tc.num_layers,
+        max_length=tc.max_length,
         seed=tc.seed,
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(config_text, encoding="utf-8")
     result = Trainer(clf, bundle.train, bundle.valid, tc, run_dir, progress=progress).fit(resume=resume)
     test = evaluate_classifier(clf, bundle.test, tc.eval_batch_size) if bundle.test is not None else None
-    metrics: dict[str, Any] = {"best_valid_accuracy": result.best_valid_accuracy, "best_epoch": result.best_epoch}
+    metrics: dict[str, Any] = {
+        "best_valid_accuracy": result.best_valid_accuracy,
+        "best_epoch": result.best_epoch,
+    }
     if test is not None:
         metrics.update(test_accuracy=test.accuracy, test_macro_f1=test.macro_f1)
     metrics["train_examples_per_second"] = result.train_examples_per_second
@@ -165,7 +176,9 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Ru
         },
     }
     if test is not None:
-        (run_dir / "test_metrics.json").write_text(json.dumps(test.to_dict(), indent=1) + "\n", encoding="utf-8")
+        (run_dir / "test_metrics.json").write_text(
+            json.dumps(test.to_dict(), indent=1) + "\n", encoding="utf-8"
+        )
     clf.meta.update(dataset_fingerprint=bundle.fingerprint, train_config=cfg.train.model_dump(mode="json"))
     clf.save(result.model_dir, card=model_card(cfg, manifest))
     tmp = run_dir / f"{MANIFEST}.tmp"

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from rationalign.data.types import IntentDataset
 from rationalign.models.classifier import IntentClassifier
@@ -128,7 +135,9 @@ class Trainer:
         texts = [self.train_set[i].text for i in indices]
         enc = self.clf.encode(texts)
         idx = torch.tensor(indices, dtype=torch.long)
-        return Batch(enc["input_ids"], enc["attention_mask"], self.labels[idx].to(self.clf.device), idx, texts)
+        return Batch(
+            enc["input_ids"], enc["attention_mask"], self.labels[idx].to(self.clf.device), idx, texts
+        )
 
     def evaluate_valid(self) -> float | None:
         if self.valid_set is None or len(self.valid_set) == 0:
@@ -146,11 +155,24 @@ class Trainer:
         model = self.clf.model
         optimizer = self._optimizer()
         warmup = int(cfg.warmup_ratio * self.total_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(warmup, self.total_steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, linear_warmup_decay(warmup, self.total_steps)
+        )
         state = {
-            "epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_valid": None, "best_epoch": -1,
-            "bad_epochs": 0, "history": [], "loss_sum": 0.0, "loss_count": 0, "parts_sum": {},
-            "train_seconds": 0.0, "examples_seen": 0, "done": False, "stopped_early": False,
+            "epoch": 0,
+            "step_in_epoch": 0,
+            "global_step": 0,
+            "best_valid": None,
+            "best_epoch": -1,
+            "bad_epochs": 0,
+            "history": [],
+            "loss_sum": 0.0,
+            "loss_count": 0,
+            "parts_sum": {},
+            "train_seconds": 0.0,
+            "examples_seen": 0,
+            "done": False,
+            "stopped_early": False,
         }
         torch.manual_seed(cfg.seed)
         ckpt = find_checkpoint(self.run_dir) if resume else None
@@ -187,11 +209,21 @@ class Trainer:
     def _loop(self, state: dict, optimizer: torch.optim.Optimizer, scheduler) -> None:
         cfg, model = self.config, self.clf.model
         columns = [
-            TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            TextColumn("[bold]epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
         ]
         with Progress(*columns, disable=not self.progress, transient=False) as bar:
-            task = bar.add_task("train", total=self.total_steps, completed=state["global_step"], epoch=state["epoch"] + 1, loss=0.0)
+            task = bar.add_task(
+                "train",
+                total=self.total_steps,
+                completed=state["global_step"],
+                epoch=state["epoch"] + 1,
+                loss=0.0,
+            )
             while not state["done"]:
                 epoch = state["epoch"]
                 order = self._epoch_order(epoch)
@@ -216,7 +248,10 @@ class Trainer:
                     bar.update(task, advance=1, epoch=epoch + 1, loss=state["loss_sum"] / state["loss_count"])
                     if state["global_step"] >= self.total_steps:
                         break
-                    if state["global_step"] % cfg.checkpoint_every == 0 and state["step_in_epoch"] < self.steps_per_epoch:
+                    if (
+                        state["global_step"] % cfg.checkpoint_every == 0
+                        and state["step_in_epoch"] < self.steps_per_epoch
+                    ):
                         state["train_seconds"] += time.perf_counter() - epoch_start
                         epoch_start = time.perf_counter()
                         save_checkpoint(self.run_dir, model, optimizer, scheduler, state)

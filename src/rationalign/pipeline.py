@@ -1,0 +1,304 @@
+"""``rationalign distill``: teacher -> soft labels -> priors -> aligned student -> evaluation -> registry.
+
+Every stage caches its output in the run directory or the prior store, so re-running a config (or
+resuming after a crash) recomputes nothing that is already there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from rich.console import Console
+
+from rationalign import __version__
+from rationalign.config import dump_yaml
+from rationalign.data.io import DataBundle, DataConfig, load_data
+from rationalign.data.types import IntentDataset
+from rationalign.errors import ConfigError
+from rationalign.models.classifier import IntentClassifier
+from rationalign.training.config import TrainConfig
+from rationalign.training.distill import DistillationObjective, DistillConfig
+from rationalign.training.run import (
+    CONFIG_FILE,
+    MANIFEST,
+    RunConfig,
+    evaluate_classifier,
+    git_commit,
+    train_run,
+)
+from rationalign.training.trainer import Trainer
+
+console = Console(stderr=True)
+PriorMethod = Literal["cap", "lime", "ig", "gxi", "attention"]
+
+
+class TeacherConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    spec: str | None = Field(None, description="teacher spec, e.g. model:runs/t/model or llm:smollm2-135m")
+    train: TrainConfig | None = Field(
+        None, description="train a classifier teacher first (when spec is None)"
+    )
+
+
+class PriorsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    methods: list[PriorMethod] = Field(default_factory=lambda: ["cap", "lime", "ig"])
+    fuse: Literal["mean", "max", "weighted"] = "mean"
+    weights: list[float] | None = None
+    cap_teacher: str | None = Field(None, description="teacher spec CAP queries (default: the teacher)")
+    cap_target: Literal["margin", "logprob", "prob"] = "margin"
+    n_masks: int = Field(64, ge=4)
+    lime_samples: int = Field(256, ge=4)
+    ig_steps: int = Field(16, ge=1)
+    store: str | None = Field(None, description="SQLite prior store (default: <output_dir>/priors.sqlite)")
+    seed: int = 0
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    attack_set: str | None = Field(None, description="adversarial JSONL from `rationalign attack` (optional)")
+    suite: bool = Field(True, description="run the full evaluation suite on the test split")
+    limit: int | None = Field(300, ge=1, description="examples for the expensive metrics (faithfulness, ...)")
+
+
+class DistillRunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: DataConfig
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    priors: PriorsConfig | None = Field(default_factory=PriorsConfig, description="null: no alignment term")
+    student: TrainConfig = Field(default_factory=TrainConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    evaluation: EvalConfig = Field(default_factory=EvalConfig)
+    output_dir: str = "runs/distill"
+
+
+@dataclass
+class DistillResult:
+    run_dir: Path
+    model_dir: Path
+    manifest: dict[str, Any]
+
+
+def _teacher(cfg: DistillRunConfig, bundle: DataBundle, run_dir: Path):
+    from rationalign.teachers.classifier import ClassifierTeacher
+    from rationalign.teachers.spec import load_teacher
+
+    if cfg.teacher.spec:
+        return load_teacher(cfg.teacher.spec, bundle.label_space, examples=bundle.train)
+    if cfg.teacher.train is None:
+        raise ConfigError(
+            "distill config: teacher needs spec or train; fix: e.g. teacher: {spec: model:runs/t/model}"
+        )
+    teacher_dir = run_dir / "teacher"
+    if not (teacher_dir / MANIFEST).is_file():
+        console.rule("[bold]teacher: training")
+        train_run(RunConfig(data=cfg.data, train=cfg.teacher.train, output_dir=str(teacher_dir)), resume=True)
+    return ClassifierTeacher(teacher_dir / "model")
+
+
+def _attributor(method: str, cfg: PriorsConfig, teacher, bundle: DataBundle):
+    from rationalign.attribution.cap import CAPPrior
+    from rationalign.attribution.lime import LimePrior
+
+    clf = getattr(teacher, "clf", None)
+    if method == "cap":
+        cap_teacher = teacher
+        if cfg.cap_teacher:
+            from rationalign.teachers.spec import load_teacher
+
+            cap_teacher = load_teacher(cfg.cap_teacher, bundle.label_space, examples=bundle.train)
+        return CAPPrior(cap_teacher, n_masks=cfg.n_masks, target=cfg.cap_target, seed=cfg.seed)
+    if method == "lime":
+        return LimePrior(
+            clf if clf is not None else teacher,
+            n_samples=cfg.lime_samples,
+            seed=cfg.seed,
+            fingerprint=getattr(teacher, "fingerprint", None),
+        )
+    if clf is None:
+        raise ConfigError(
+            f"priors: {method} needs gradients of a classifier teacher; fix: use cap/lime with an LLM teacher"
+        )
+    if method == "ig":
+        from rationalign.attribution.integrated_gradients import IntegratedGradients
+
+        return IntegratedGradients(clf, n_steps=cfg.ig_steps)
+    if method == "gxi":
+        from rationalign.attribution.gradient import GradientXInput
+
+        return GradientXInput(clf)
+    from rationalign.attribution.attention import AttentionPrior
+
+    return AttentionPrior(clf)
+
+
+def compute_run_priors(
+    cfg: DistillRunConfig, teacher, bundle: DataBundle, run_dir: Path, dataset: IntentDataset | None = None
+) -> tuple[list, dict]:
+    """Priors of ``dataset`` (default: the training split), fused when several methods are configured,
+    and what computing them cost."""
+    from rationalign.attribution.hybrid import fuse
+    from rationalign.attribution.store import PriorStore, compute_priors
+
+    assert cfg.priors is not None
+    pc = cfg.priors
+    store = PriorStore(pc.store or run_dir / "priors.sqlite")
+    dataset = dataset if dataset is not None else bundle.train
+    texts = dataset.texts
+    targets = dataset.label_ids(bundle.label_space)
+    per_method, cost = [], {}
+    for method in pc.methods:
+        attributor = _attributor(method, pc, teacher, bundle)
+        fingerprint = getattr(attributor, "fingerprint", None) or teacher.fingerprint
+        result = compute_priors(attributor, texts, targets, store, fingerprint=fingerprint, method=method)
+        per_method.append(result.attributions)
+        cost[method] = result.summary()
+    fused = per_method[0] if len(per_method) == 1 else fuse(per_method, how=pc.fuse, weights=pc.weights)
+    return fused, cost
+
+
+def distill_run(cfg: DistillRunConfig, progress: bool = True) -> DistillResult:
+    run_dir = Path(cfg.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_text = dump_yaml(cfg)
+    previous = run_dir / CONFIG_FILE
+    resume = previous.is_file() and previous.read_text(encoding="utf-8") == config_text
+    (run_dir / CONFIG_FILE).write_text(config_text, encoding="utf-8")
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    bundle = load_data(cfg.data)
+    needs_teacher = cfg.distill.alpha > 0 or cfg.priors is not None
+    teacher = _teacher(cfg, bundle, run_dir) if needs_teacher else None
+    timings["teacher"] = time.perf_counter() - t0
+
+    soft = None
+    if teacher is not None and cfg.distill.alpha > 0:
+        cache = run_dir / "soft_labels.npy"
+        key = run_dir / "soft_labels.key"
+        stamp = hashlib.sha256((teacher.fingerprint + bundle.fingerprint).encode()).hexdigest()
+        if cache.is_file() and key.is_file() and key.read_text() == stamp:
+            soft = np.load(cache, allow_pickle=False)
+        else:
+            console.rule("[bold]soft labels")
+            soft = np.asarray(teacher.predict_proba(bundle.train.texts), dtype=np.float32)
+            np.save(cache, soft, allow_pickle=False)
+            key.write_text(stamp)
+    timings["soft_labels"] = time.perf_counter() - t0 - sum(timings.values())
+
+    priors, prior_cost = None, {}
+    if cfg.priors is not None:
+        console.rule("[bold]priors: " + ", ".join(cfg.priors.methods))
+        attributions, prior_cost = compute_run_priors(cfg, teacher, bundle, run_dir)
+        priors = [a.scores for a in attributions]
+    timings["priors"] = time.perf_counter() - t0 - sum(timings.values())
+
+    console.rule("[bold]student")
+    sc = cfg.student
+    student = IntentClassifier.from_base(
+        sc.model,
+        bundle.label_space,
+        pooling=sc.pooling,
+        num_layers=sc.num_layers,
+        max_length=sc.max_length,
+        seed=sc.seed,
+    )
+    objective = DistillationObjective(cfg.distill, soft_labels=soft, priors=priors)
+    trained = Trainer(
+        student, bundle.train, bundle.valid, sc, run_dir / "student", objective=objective, progress=progress
+    ).fit(resume=resume)
+    timings["student"] = time.perf_counter() - t0 - sum(timings.values())
+
+    console.rule("[bold]evaluation")
+    metrics: dict[str, Any] = {
+        "best_valid_accuracy": trained.best_valid_accuracy,
+        "best_epoch": trained.best_epoch,
+        "train_seconds": trained.wall_seconds,
+        "train_examples_per_second": trained.train_examples_per_second,
+    }
+    if bundle.test is not None:
+        report = evaluate_classifier(student, bundle.test)
+        metrics.update(test_accuracy=report.accuracy, test_macro_f1=report.macro_f1)
+        (run_dir / "test_metrics.json").write_text(
+            json.dumps(report.to_dict(), indent=1) + "\n", encoding="utf-8"
+        )
+        if cfg.evaluation.suite:
+            metrics.update(_suite_metrics(cfg, trained.model_dir, run_dir, teacher, bundle))
+    timings["evaluation"] = time.perf_counter() - t0 - sum(timings.values())
+
+    manifest = {
+        "kind": "distill",
+        "rationalign_version": __version__,
+        "git_commit": git_commit(),
+        "started_at": started_at,
+        "wall_seconds": time.perf_counter() - t0,
+        "stage_seconds": timings,
+        "config": cfg.model_dump(mode="json"),
+        "data": {
+            "path": str(cfg.data.path),
+            "fingerprint": bundle.fingerprint,
+            "train_examples": len(bundle.train),
+            "labels": len(bundle.label_space),
+        },
+        "teacher": {"spec": cfg.teacher.spec, "fingerprint": getattr(teacher, "fingerprint", None)},
+        "priors": {
+            "methods": cfg.priors.methods if cfg.priors else [],
+            "cost": prior_cost,
+            "fingerprint": _priors_fingerprint(priors),
+        },
+        "model": {
+            "base": sc.model,
+            "base_hash": student.base_model_hash(),
+            "parameters": student.num_parameters(),
+            "pooling": student.pooling,
+            "weights_sha256": student.weights_fingerprint(),
+            "dir": str(trained.model_dir),
+        },
+        "history": [h.__dict__ for h in trained.history],
+        "metrics": metrics,
+    }
+    tmp = run_dir / f"{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1, default=str) + "\n", encoding="utf-8")
+    tmp.replace(run_dir / MANIFEST)
+    return DistillResult(run_dir, trained.model_dir, manifest)
+
+
+def _priors_fingerprint(priors: list | None) -> str | None:
+    if priors is None:
+        return None
+    h = hashlib.sha256()
+    for p in priors:
+        h.update(np.asarray(p, dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+def _suite_metrics(
+    cfg: DistillRunConfig, model_dir: Path, run_dir: Path, teacher, bundle: DataBundle
+) -> dict[str, Any]:
+    """Run the evaluation suite on test; fidelity uses the teacher's (fused) rationale on the same texts."""
+    from rationalign.evaluation.suite import evaluate_suite
+
+    limit = cfg.evaluation.limit
+    teacher_priors = None
+    if cfg.priors is not None and teacher is not None and bundle.test is not None:
+        subset = bundle.test.subset(range(min(limit or len(bundle.test), len(bundle.test))), name="test-head")
+        fused, _ = compute_run_priors(cfg, teacher, bundle, run_dir, dataset=subset)
+        teacher_priors = {a_text: a for a_text, a in zip(subset.texts, fused, strict=True)}
+    result = evaluate_suite(
+        model_dir, bundle, attack_set=cfg.evaluation.attack_set, teacher_priors=teacher_priors, limit=limit
+    )
+    result.save(run_dir / "suite_metrics.json")
+    return {"suite": result.metrics}
