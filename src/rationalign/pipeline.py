@@ -101,7 +101,7 @@ def _teacher(cfg: DistillRunConfig, bundle: DataBundle, run_dir: Path):
         raise ConfigError(
             "distill config: teacher needs spec or train; fix: e.g. teacher: {spec: model:runs/t/model}"
         )
-    teacher_dir = run_dir / "teacher"
+    teacher_dir = Path(cfg.teacher.dir) if cfg.teacher.dir else run_dir / "teacher"
     if not (teacher_dir / MANIFEST).is_file():
         console.rule("[bold]teacher: training")
         train_run(RunConfig(data=cfg.data, train=cfg.teacher.train, output_dir=str(teacher_dir)), resume=True)

@@ -147,3 +147,25 @@ def test_seeded_and_fingerprinted():
     assert prior.params()["target"] == "margin" and prior.params()["n_masks"] == 64
     with pytest.raises(ValueError, match="target"):
         CAPPrior(teacher, target="odds")
+
+
+class TokenCountingTeacher(BagOfWordsTeacher):
+    """Reports tokens like ``LLMTeacher.cost.tokens`` (here: one token per word plus a 10-token prefix)."""
+
+    def __init__(self):
+        super().__init__()
+        self.cost = type("Cost", (), {"tokens": 0})()
+
+    def predict_proba(self, texts):
+        self.cost.tokens += sum(10 + len(split_words(t)) for t in texts)
+        return super().predict_proba(texts)
+
+
+def test_teacher_tokens_are_counted_when_the_teacher_reports_them():
+    teacher = TokenCountingTeacher()
+    teacher.cost.tokens = 1000  # spent before CAP started: not CAP's
+    prior = CAPPrior(teacher, n_masks=32)
+    prior.attribute([SET_TEXT, QUERY_TEXT], [0, 1])
+    assert prior.cost.tokens == teacher.cost.tokens - 1000 > 10 * prior.cost.texts_scored
+    assert prior.cost.tokens_per_utterance == prior.cost.tokens / 2
+    assert CAPPrior(BagOfWordsTeacher()).cost.tokens == 0

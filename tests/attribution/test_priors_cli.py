@@ -150,3 +150,27 @@ def test_priors_match_the_library(app, model_dir, tiny_data_dir, tmp_path, tiny_
     for row, exp in zip(rows, expected, strict=True):
         assert row["target"] == exp.target
         np.testing.assert_allclose(row["scores"], exp.scores, rtol=1e-4, atol=1e-6)  # float32 store
+
+
+@pytest.mark.slow
+def test_cap_with_the_shipped_llm_teacher(app, tiny_data_dir, tmp_path):
+    """CAP for real: the shipped SmolLM2 teacher scores masked prompts over the whole label space."""
+    pytest.importorskip("rationalign.teachers.llm")
+    from rationalign.models.resolver import resolve_model
+
+    try:
+        resolve_model("smollm2-135m")
+    except RationalignError as err:
+        pytest.skip(f"shipped LLM not installed: {err}")
+    out = tmp_path / "cap.jsonl"
+    args = ["--teacher", "llm:smollm2-135m?batch_size=32", "--data", tiny_data_dir, "--split", "test"]
+    result = _invoke(
+        app, *args, "--method", "cap", "--store", tmp_path / "s.sqlite", "--limit", 2, "--n-masks", 8
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 priors" in result.output and "texts scored per utterance" in result.output
+    with PriorStore(tmp_path / "s.sqlite") as store:
+        assert store.export_jsonl(out, method="cap") == 2
+    for row in map(json.loads, out.read_text().splitlines()):
+        assert row["words"] == split_words(row["text"]) and np.isfinite(row["scores"]).all()
+        assert row["params"]["target"] == "margin" and row["meta"]["n_masks"] <= 8

@@ -57,6 +57,16 @@ def test_runs_on_a_tiny_transformer_and_is_deterministic(tiny_models, sample_tex
             assert a.method == "shap" and a.meta["max_evals"] == 40
 
 
+def test_single_word_gets_its_full_effect_with_a_bos_eos_tokenizer(tiny_models):
+    # SmolLM2's tokenizer uses one token as BOS and EOS; shap alone would never mask the last word.
+    clf = tiny_models["llama"]
+    prior = ShapPrior(clf, max_evals=20)
+    (att,) = prior.attribute(["hi"], [1])
+    full, masked = prior.predict(["hi", prior.masker.mask_token])[:, 1]
+    assert abs(full - masked) > 1e-4
+    assert att.scores[0] == pytest.approx(full - masked, abs=1e-6)
+
+
 def test_missing_shap_gives_an_install_hint(monkeypatch, bag_model):
     monkeypatch.setitem(sys.modules, "shap", None)
     with pytest.raises(ImportError, match="pip install"):

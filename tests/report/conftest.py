@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from rationalign.data.io import DataConfig, resolve_data
 from rationalign.data.types import LabelSpace
@@ -103,7 +104,13 @@ def report_run(tmp_path_factory: pytest.TempPathFactory, report_data: dict[str, 
         ),
         output_dir=str(root / "run"),
     )
-    return train_run(cfg, progress=False)
+    # One thread: on a busy 2-core machine two threads of a tiny model mostly wait for each other (10x
+    # slower). The trainer sets the global count, so restore it for the tests that run after this one.
+    threads = torch.get_num_threads()
+    try:
+        return train_run(cfg, progress=False)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -42,6 +42,12 @@ def class_aware_target(probs: np.ndarray, target: int, kind: CapTarget = "margin
     raise ValueError(f"unknown CAP target {kind!r}; choose one of {CAP_TARGETS}")
 
 
+def _teacher_tokens(teacher: object) -> int | None:
+    """Tokens the teacher has run so far, if it counts them (``LLMTeacher.cost.tokens``)."""
+    tokens = getattr(getattr(teacher, "cost", None), "tokens", None)
+    return int(tokens) if isinstance(tokens, int | np.integer) else None
+
+
 class CAPPrior:
     """Class-aware attribution prior from any :class:`~rationalign.teachers.base.Teacher`.
 
@@ -74,7 +80,12 @@ class CAPPrior:
         self.batch_size = batch_size
 
         def score(texts: list[str]) -> np.ndarray:
-            return np.asarray(teacher.predict_proba(texts))
+            before = _teacher_tokens(teacher)
+            probs = np.asarray(teacher.predict_proba(texts))
+            after = _teacher_tokens(teacher)
+            if before is not None and after is not None:
+                self._engine.cost.tokens += after - before
+            return probs
 
         def regressed(probs: np.ndarray, gold: int) -> np.ndarray:
             return class_aware_target(probs, gold, target)

@@ -99,6 +99,19 @@ def _classifier_fingerprint(clf) -> str:
     return ClassifierTeacher(clf).fingerprint
 
 
+def _option_value(text: str) -> Any:
+    """``2`` -> 2, ``0.5`` -> 0.5, ``true``/``false`` -> bool, anything else stays a string."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
 def _load_teacher(spec: str, label_space, train_examples):
     """``llm:NAME[?mode=codes&shots=2&...]``, ``classifier:FOLDER`` or a classifier folder."""
     import importlib
@@ -117,8 +130,14 @@ def _load_teacher(spec: str, label_space, train_examples):
 
         name, _, query = rest.partition("?")
         options: dict[str, Any] = {}
-        for key, value in parse_qsl(query, keep_blank_values=False, strict_parsing=bool(query)):
-            options[key] = int(value) if value.isdigit() else value
+        try:
+            pairs = parse_qsl(query, keep_blank_values=False, strict_parsing=bool(query))
+        except ValueError:
+            raise ConfigError(
+                located(spec, None, "bad teacher options", "write llm:NAME?key=value&key=value")
+            ) from None
+        for key, value in pairs:
+            options[key] = _option_value(value)
         if "shots" in options or "example_budget" in options:
             options.setdefault("examples", train_examples)
         try:

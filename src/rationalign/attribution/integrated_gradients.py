@@ -264,7 +264,7 @@ def words_from_tokens(
 ) -> list[np.ndarray]:
     """Per-utterance word scores (subword scores summed), as float64 arrays."""
     n_words = max((a.n_words for a in alignments), default=0)
-    index = token_word_index(alignments, token_scores.shape[1], padding_side)
+    index = token_word_index(alignments, token_scores.shape[1], "right")
     pooled = pool_to_words(token_scores.detach().float().cpu(), index, max(n_words, 1))
     return [pooled[i, : a.n_words].double().numpy() for i, a in enumerate(alignments)]
 

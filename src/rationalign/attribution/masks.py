@@ -296,12 +296,17 @@ def solve_weighted_ridge(
 
 @dataclass
 class CostReport:
-    """What computing priors cost: texts the model/teacher scored, its calls, seconds, per utterance."""
+    """What computing priors cost: texts the model/teacher scored, its calls, seconds, per utterance.
+
+    ``tokens``: tokens the teacher ran through its model, when it reports them (an LLM teacher's
+    ``cost.tokens``); 0 when it does not.
+    """
 
     utterances: int = 0
     texts_scored: int = 0  # forward passes: one per distinct masked text
     calls: int = 0  # predict_proba invocations
     seconds: float = 0.0
+    tokens: int = 0
 
     @property
     def texts_per_utterance(self) -> float:
@@ -311,11 +316,16 @@ class CostReport:
     def seconds_per_utterance(self) -> float:
         return self.seconds / self.utterances if self.utterances else 0.0
 
+    @property
+    def tokens_per_utterance(self) -> float:
+        return self.tokens / self.utterances if self.utterances else 0.0
+
     def add(self, other: CostReport) -> None:
         self.utterances += other.utterances
         self.texts_scored += other.texts_scored
         self.calls += other.calls
         self.seconds += other.seconds
+        self.tokens += other.tokens
 
     def minus(self, earlier: CostReport) -> CostReport:
         return CostReport(
@@ -323,10 +333,11 @@ class CostReport:
             self.texts_scored - earlier.texts_scored,
             self.calls - earlier.calls,
             self.seconds - earlier.seconds,
+            self.tokens - earlier.tokens,
         )
 
     def copy(self) -> CostReport:
-        return CostReport(self.utterances, self.texts_scored, self.calls, self.seconds)
+        return CostReport(self.utterances, self.texts_scored, self.calls, self.seconds, self.tokens)
 
     def to_dict(self) -> dict:
         return {
@@ -334,8 +345,10 @@ class CostReport:
             "texts_scored": self.texts_scored,
             "calls": self.calls,
             "seconds": round(self.seconds, 6),
+            "tokens": self.tokens,
             "texts_per_utterance": round(self.texts_per_utterance, 3),
             "seconds_per_utterance": round(self.seconds_per_utterance, 6),
+            "tokens_per_utterance": round(self.tokens_per_utterance, 3),
         }
 
 

@@ -318,6 +318,9 @@ class PriorRun:
             out["texts_scored"] = self.cost.texts_scored
             out["texts_scored_per_utterance"] = round(self.cost.texts_per_utterance, 3)
             out["model_calls"] = self.cost.calls
+            if self.cost.tokens:
+                out["teacher_tokens"] = self.cost.tokens
+                out["teacher_tokens_per_utterance"] = round(self.cost.tokens_per_utterance, 1)
         return out
 
 

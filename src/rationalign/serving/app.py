@@ -28,6 +28,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
 from rationalign import __version__
+from rationalign.data.types import LabelSpace
 from rationalign.errors import ModelError
 from rationalign.models.classifier import IntentClassifier
 from rationalign.serving.backends import (
@@ -565,7 +566,7 @@ def create_app(
         metrics.uptime.set(time.monotonic() - state.started)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    _document_limits(app, config)
+    _document_limits(app, config, labels)
     page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -575,8 +576,8 @@ def create_app(
     return app
 
 
-def _document_limits(app: FastAPI, config: ServingConfig) -> None:
-    """Put this server's limits into its OpenAPI spec (maxItems/maxLength).
+def _document_limits(app: FastAPI, config: ServingConfig, labels: LabelSpace) -> None:
+    """Put this server's limits (maxItems/maxLength) and its label names into its OpenAPI spec.
 
     The request models carry no such bounds on purpose: a violation must answer 413 (over the limit),
     not pydantic's 422 (malformed), but clients and spec-driven tools should still see the limits.
@@ -590,7 +591,9 @@ def _document_limits(app: FastAPI, config: ServingConfig) -> None:
             texts = models["PredictRequest"]["properties"]["texts"]
             texts["maxItems"] = config.max_batch
             texts["items"]["maxLength"] = config.max_text_chars
-            models["ExplainRequest"]["properties"]["text"]["maxLength"] = config.max_text_chars
+            explain = models["ExplainRequest"]["properties"]
+            explain["text"]["maxLength"] = config.max_text_chars
+            explain["target"]["anyOf"] = [{"type": "string", "enum": list(labels.names)}, {"type": "null"}]
         return app.openapi_schema
 
     app.openapi = openapi_with_limits  # type: ignore[method-assign]

@@ -1,0 +1,111 @@
+"""The results table of explanation-aligned distillation (issue: CE, +KD, +IG, +LIME, +CAP, +CAP-Hybrid).
+
+Each variant is the committed config ``examples/distill/<dataset>_<setting>.yaml`` with a few overrides
+(printed in the row's command). All variants of one config share the trained teacher (``teacher.dir``)
+and the prior store (``priors.store``), so the teacher is trained and each prior computed once. Seeds vary
+the student (head initialisation, dropout, data order) on the shipped split; the teacher and priors stay.
+Hyper-parameters come from the config (chosen on validation); test numbers are read once per run.
+
+    .venv/bin/python bench/distill_grid.py --configs examples/distill/banking77_10shot.yaml --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO_ROOT, Row, machine_info, write_results
+from rationalign.config import apply_overrides, build, load_yaml
+from rationalign.pipeline import DistillRunConfig, distill_run
+
+VARIANTS: dict[str, list[str]] = {
+    "CE": ["priors=null", "distill.alpha=0"],
+    "CE + KD": ["priors=null"],
+    "+ IG prior": ["priors.methods=[ig]"],
+    "+ LIME prior": ["priors.methods=[lime]"],
+    "+ CAP": ["priors.methods=[cap]"],
+    "+ CAP-Hybrid (mean)": ["priors.fuse=mean"],
+    "+ CAP-Hybrid (max)": ["priors.fuse=max"],
+}
+
+
+def headline(manifest: dict) -> dict[str, float]:
+    """The table's columns (percent where the metric is a rate) from a distill run's manifest."""
+    m = manifest["metrics"]
+    suite = m.get("suite", {})
+    out = {"clean_accuracy": 100 * m["test_accuracy"], "train_seconds": m["train_seconds"]}
+    adv = suite.get("adversarial", {}).get("all")
+    if adv and adv.get("n_examples"):
+        out["adversarial_accuracy"] = 100 * adv["accuracy"]
+        out["adversarial_drop"] = 100 * adv["drop"]
+    faith = suite.get("faithfulness")
+    if faith:
+        out["comprehensiveness_aopc"] = 100 * faith["aopc_comprehensiveness"]
+        out["sufficiency_aopc"] = 100 * faith["aopc_sufficiency"]
+    fid = suite.get("fidelity")
+    if fid and fid.get("spearman") is not None:
+        value = fid["spearman"]["mean"] if isinstance(fid["spearman"], dict) else fid["spearman"]
+        if value is not None and not math.isnan(value):
+            out["fidelity_spearman"] = value
+    cal = suite.get("calibration", {}).get("before")
+    if cal:
+        out["ece"] = 100 * cal["ece"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", required=True)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--set", dest="sets", nargs="*", default=[], help="extra overrides for every run")
+    args = parser.parse_args()
+    machine = machine_info()
+    for config_path in args.configs:
+        base = load_yaml(config_path)
+        dataset = base["data"]["path"]
+        split = base["data"].get("train_split", "train")
+        setting = "full" if split == "train" else f"{split.split('_')[1]}-shot"
+        for variant in args.variants:
+            per_seed: list[dict[str, float]] = []
+            commands = []
+            for seed in args.seeds:
+                slug = variant.strip("+ ").lower().replace(" ", "-").replace("(", "").replace(")", "")
+                out = REPO_ROOT / "runs" / "distill" / f"{dataset}-{setting}-{slug}-s{seed}"
+                sets = [*VARIANTS[variant], *args.sets, f"student.seed={seed}", f"output_dir={out}"]
+                cfg = build(DistillRunConfig, apply_overrides(base, sets), config_path)
+                result = distill_run(cfg, progress=sys.stderr.isatty())
+                per_seed.append(headline(result.manifest))
+                commands.append(
+                    ".venv/bin/rationalign distill --config "
+                    + config_path
+                    + "".join(f" --set '{s}'" for s in sets)
+                )
+                print(variant, seed, per_seed[-1], flush=True)
+            rows = []
+            for metric in per_seed[0]:
+                values = [r[metric] for r in per_seed if metric in r]
+                std = statistics.stdev(values) if len(values) > 1 else 0.0
+                rows.append(
+                    Row(
+                        dataset,
+                        setting,
+                        variant,
+                        metric,
+                        round(statistics.mean(values), 3),
+                        round(std, 3),
+                        len(values),
+                        commands[0] if len(commands) == 1 else " ; ".join(commands),
+                        __import__("datetime").date.today().isoformat(),
+                        machine,
+                    )
+                )
+            write_results("distill", rows)
+
+
+if __name__ == "__main__":
+    main()
