@@ -15,6 +15,7 @@ import argparse
 import math
 import statistics
 import sys
+from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -100,7 +101,7 @@ def main() -> None:
                         round(std, 3),
                         len(values),
                         commands[0] if len(commands) == 1 else " ; ".join(commands),
-                        __import__("datetime").date.today().isoformat(),
+                        date.today().isoformat(),
                         machine,
                     )
                 )

@@ -121,12 +121,8 @@ def _attributor(method: str, cfg: PriorsConfig, teacher, bundle: DataBundle):
             cap_teacher = load_teacher(cfg.cap_teacher, bundle.label_space, examples=bundle.train)
         return CAPPrior(cap_teacher, n_masks=cfg.n_masks, target=cfg.cap_target, seed=cfg.seed)
     if method == "lime":
-        return LimePrior(
-            clf if clf is not None else teacher,
-            n_samples=cfg.lime_samples,
-            seed=cfg.seed,
-            fingerprint=getattr(teacher, "fingerprint", None),
-        )
+        # the (cached) teacher rather than its classifier: LIME then reuses CAP's scores of the same masks
+        return LimePrior(teacher, n_samples=cfg.lime_samples, seed=cfg.seed, fingerprint=teacher.fingerprint)
     if clf is None:
         raise ConfigError(
             f"priors: {method} needs gradients of a classifier teacher; fix: use cap/lime with an LLM teacher"
@@ -151,8 +147,10 @@ def compute_run_priors(
     and what computing them cost."""
     from rationalign.attribution.hybrid import fuse
     from rationalign.attribution.store import PriorStore, compute_priors
+    from rationalign.teachers.cache import CachedTeacher
 
     assert cfg.priors is not None
+    teacher = teacher if isinstance(teacher, CachedTeacher) else CachedTeacher(teacher)
     pc = cfg.priors
     store = PriorStore(pc.store or run_dir / "priors.sqlite")
     dataset = dataset if dataset is not None else bundle.train
@@ -218,7 +216,7 @@ def distill_run(cfg: DistillRunConfig, progress: bool = True) -> DistillResult:
     )
     objective = DistillationObjective(cfg.distill, soft_labels=soft, priors=priors)
     trained = Trainer(
-        student, bundle.train, bundle.valid, sc, run_dir / "student", objective=objective, progress=progress
+        student, bundle.train, bundle.valid, sc, run_dir, objective=objective, progress=progress
     ).fit(resume=resume)
     timings["student"] = time.perf_counter() - t0 - sum(timings.values())
 
@@ -300,5 +298,5 @@ def _suite_metrics(
     result = evaluate_suite(
         model_dir, bundle, attack_set=cfg.evaluation.attack_set, teacher_priors=teacher_priors, limit=limit
     )
-    result.save(run_dir / "suite_metrics.json")
+    result.save(run_dir / "suite.json")
     return {"suite": result.metrics}

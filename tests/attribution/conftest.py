@@ -49,7 +49,9 @@ class BagOfEmbeddings(nn.Module):
     reads, every other embedding is small noise, and PAD's is zero: that word must rank first for class 1.
     """
 
-    def __init__(self, vocab_size: int, keyword_ids: list[int], pad_id: int, num_labels: int = 3, dim: int = 8):
+    def __init__(
+        self, vocab_size: int, keyword_ids: list[int], pad_id: int, num_labels: int = 3, dim: int = 8
+    ):
         super().__init__()
         self.config = SimpleNamespace(num_labels=num_labels, is_decoder=False)
         generator = torch.Generator().manual_seed(0)

@@ -66,7 +66,9 @@ def test_agrees_with_captum_layer_integrated_gradients(tiny_models, sample_texts
     clf = tiny_models[arch]
     targets = [0, 1, 2, 1]
     # internal_batch=7 splits rows across utterances and steps: the accumulation must still be exact
-    ours = IntegratedGradients(clf, n_steps=16, internal_batch=7, batch_size=3).attribute(sample_texts, targets)
+    ours = IntegratedGradients(clf, n_steps=16, internal_batch=7, batch_size=3).attribute(
+        sample_texts, targets
+    )
     for text, target, att in zip(sample_texts, targets, ours, strict=True):
         assert att.words == split_words(text)
         ref = captum_word_scores(clf, text, target, 16, "gausslegendre", "logprob")
@@ -79,7 +81,9 @@ def test_agrees_with_captum_layer_integrated_gradients(tiny_models, sample_texts
 def test_agrees_with_captum_for_every_output_and_trapezoid(tiny_models, sample_texts, output):
     clf = tiny_models["bert"]
     text, target, n = sample_texts[0], 2, 12
-    ours = IntegratedGradients(clf, n_steps=n, output=output, method="riemann_trapezoid").attribute([text], [target])
+    ours = IntegratedGradients(clf, n_steps=n, output=output, method="riemann_trapezoid").attribute(
+        [text], [target]
+    )
     ref = captum_word_scores(clf, text, target, n, "riemann_trapezoid", output) * n / (n - 1)
     np.testing.assert_allclose(ours[0].scores, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
 
@@ -90,7 +94,9 @@ def test_completeness_error_shrinks_with_steps(tiny_models, sample_texts):
         clf = tiny_models[arch]
         deltas = {}
         for n in (4, 16, 64):
-            (att,) = IntegratedGradients(clf, n_steps=n, method="riemann_trapezoid").attribute([text], [target])
+            (att,) = IntegratedGradients(clf, n_steps=n, method="riemann_trapezoid").attribute(
+                [text], [target]
+            )
             deltas[n] = abs(att.meta["delta"])
         # the trapezoid rule's error falls about 16x per 4x steps on a smooth path; ask for 3x
         assert deltas[4] > 3 * deltas[16] > 9 * deltas[64], (arch, deltas)

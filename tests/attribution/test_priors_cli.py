@@ -168,7 +168,7 @@ def test_cap_with_the_shipped_llm_teacher(app, tiny_data_dir, tmp_path):
         app, *args, "--method", "cap", "--store", tmp_path / "s.sqlite", "--limit", 2, "--n-masks", 8
     )
     assert result.exit_code == 0, result.output
-    assert "2 priors" in result.output and "texts scored per utterance" in result.output
+    assert "2 priors" in result.output and "teacher tokens per utterance" in result.output
     with PriorStore(tmp_path / "s.sqlite") as store:
         assert store.export_jsonl(out, method="cap") == 2
     for row in map(json.loads, out.read_text().splitlines()):

@@ -13,7 +13,7 @@ from rationalign.attribution.integrated_gradients import IntegratedGradients
 from rationalign.attribution.words import split_words
 
 pytest.importorskip("shap")
-from rationalign.attribution.shap_prior import ShapPrior  # noqa: E402
+from rationalign.attribution.shap_prior import ShapPrior
 
 
 def test_exact_on_an_additive_model_with_deletion(bag_model):

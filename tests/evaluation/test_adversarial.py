@@ -73,7 +73,9 @@ EXAMPLES = [
 def test_apply_and_diff_edits():
     text = "Please freeze my card!"
     assert apply_edits(text, [(1, "freeze", "block")]) == "Please block my card!"
-    assert apply_edits(text, [(1, "freeze", "lock up"), (3, "card", "account")]) == "Please lock up my account!"
+    assert (
+        apply_edits(text, [(1, "freeze", "lock up"), (3, "card", "account")]) == "Please lock up my account!"
+    )
     with pytest.raises(DataError, match="expects"):
         apply_edits(text, [(1, "card", "x")])
     assert word_edits("please freeze my card", "please lock my card") == ((1, "freeze", "lock"),)
@@ -143,7 +145,7 @@ def test_confusable_swap_with_a_reference_model(tiny):
     assert out == swap.generate(EXAMPLES[:2], n_per_example=3, seed=0)
     assert out
     for ex in out:
-        (position, old, new), = ex.edits
+        ((_, old, new),) = ex.edits
         assert old.lower() in table.top(ex.label)
         assert new.lower() in table.top(confusable[ex.label])  # a keyword of the confusable class
         assert ex.validity == pytest.approx(0.9 if "card" in ex.text else 0.1 / 3)
@@ -157,11 +159,13 @@ def test_confusable_swap_heuristic_only_swaps_shared_words(tiny):
     swap = ConfusableKeywordSwap(stats=stats, keywords=table, confusable=confusable, min_sharedness=0.3)
     out = swap.generate(EXAMPLES, n_per_example=5, seed=1)
     for ex in out:
-        (_, old, new), = ex.edits
+        ((_, old, new),) = ex.edits
         other = confusable[ex.label]
         assert stats.sharedness(old, ex.label, other) >= 0.3
         assert stats.sharedness(new, ex.label, other) >= 0.3
-        assert ex.validity == pytest.approx(min(stats.sharedness(old, ex.label, other), stats.sharedness(new, ex.label, other)))
+        assert ex.validity == pytest.approx(
+            min(stats.sharedness(old, ex.label, other), stats.sharedness(new, ex.label, other))
+        )
 
 
 class FakeLLM:

@@ -70,7 +70,9 @@ def test_top_keywords_have_the_known_answer(corpus):
     assert "zebra" not in table.top("alarm_set")  # seen once: below min_count
     assert not any(w in STOPWORDS for y in table.by_label for w in table.top(y))
     assert table.labels_of("card") == ["card_block"]
-    assert pmi_keywords(corpus, top_k=3, min_count=1).rank("zebra", "alarm_set") is None  # PMI of 1 count is low
+    assert (
+        pmi_keywords(corpus, top_k=3, min_count=1).rank("zebra", "alarm_set") is None
+    )  # PMI of 1 count is low
 
 
 def test_sharedness(corpus):

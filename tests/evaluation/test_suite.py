@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
+from tests.conftest import write_jsonl
 
 from rationalign.attribution.base import WordAttribution
 from rationalign.attribution.words import split_words
 from rationalign.data import load_dataset
-from rationalign.data.types import IntentDataset, LabelSpace
+from rationalign.data.types import IntentDataset
 from rationalign.errors import ConfigError, DataError, ModelError
 from rationalign.evaluation.adversarial import AdversarialExample, AttackSet, GeneratorStats
 from rationalign.evaluation.suite import SCHEMA_VERSION, evaluate_suite, load_teacher_priors
-from tests.conftest import write_jsonl
 
 
 @pytest.fixture()
 def data_dir(tiny_data_dir):
-    write_jsonl(tiny_data_dir / "oos_valid.jsonl", [{"text": t, "label": "oos"} for t in ("what is the weather", "tell me a joke", "who won the game")])
-    write_jsonl(tiny_data_dir / "oos_test.jsonl", [{"text": t, "label": "oos"} for t in ("play some jazz", "how tall is everest", "book a table", "sing")])
+    write_jsonl(
+        tiny_data_dir / "oos_valid.jsonl",
+        [{"text": t, "label": "oos"} for t in ("what is the weather", "tell me a joke", "who won the game")],
+    )
+    write_jsonl(
+        tiny_data_dir / "oos_test.jsonl",
+        [
+            {"text": t, "label": "oos"}
+            for t in ("play some jazz", "how tall is everest", "book a table", "sing")
+        ],
+    )
     return tiny_data_dir
 
 
@@ -32,10 +40,21 @@ def model_dir(tmp_path, tiny_classifier):
 
 def _attack(test: IntentDataset) -> AttackSet:
     examples = [
-        AdversarialExample(e.text, e.text.replace("card", "account").replace("alarm", "clock"), e.label, ((0, "x", "y"),), "synonym", 0.9, 0, i)
+        AdversarialExample(
+            e.text,
+            e.text.replace("card", "account").replace("alarm", "clock"),
+            e.label,
+            ((0, "x", "y"),),
+            "synonym",
+            0.9,
+            0,
+            i,
+        )
         for i, e in enumerate(test)
     ]
-    stats = {"synonym": GeneratorStats("synonym", 0.5, len(test), len(test), len(test) + 2, len(test), len(test))}
+    stats = {
+        "synonym": GeneratorStats("synonym", 0.5, len(test), len(test), len(test) + 2, len(test), len(test))
+    }
     return AttackSet(examples, "tiny", 0, 1, [{"name": "synonym", "min_validity": 0.5, "config": {}}], stats)
 
 
@@ -45,17 +64,33 @@ def test_suite_end_to_end(tmp_path, data_dir, model_dir):
     attack_path = attack.save(tmp_path / "attack.jsonl")
     # teacher rationale: the last word matters most (a made-up but well-defined prior)
     priors = {
-        e.text: WordAttribution(split_words(e.text), np.arange(len(split_words(e.text)), dtype=float), "cap", i % 4)
+        e.text: WordAttribution(
+            split_words(e.text), np.arange(len(split_words(e.text)), dtype=float), "cap", i % 4
+        )
         for i, e in enumerate(test)
     }
     result = evaluate_suite(
-        model_dir, str(data_dir), attack_set=attack_path, teacher_priors=priors, limit=5, store_calibration=True
+        model_dir,
+        str(data_dir),
+        attack_set=attack_path,
+        teacher_priors=priors,
+        limit=5,
+        store_calibration=True,
     )
     out = result.to_dict()
     assert out["schema_version"] == SCHEMA_VERSION == 1
     assert out["split"] == "test" and out["model"]["labels"] == 4
     m = out["metrics"]
-    assert set(m) >= {"clean", "calibration", "ood", "adversarial", "faithfulness", "counterfactual", "stability", "fidelity"}
+    assert set(m) >= {
+        "clean",
+        "calibration",
+        "ood",
+        "adversarial",
+        "faithfulness",
+        "counterfactual",
+        "stability",
+        "fidelity",
+    }
     assert 0.0 <= m["clean"]["accuracy"] <= 1.0 and m["clean"]["n_examples"] == len(test)
     adv = m["adversarial"]["synonym"]
     assert adv["n_examples"] == len(test)
@@ -66,10 +101,16 @@ def test_suite_end_to_end(tmp_path, data_dir, model_dir):
     assert set(m["stability"]) >= {"typo", "casing", "punctuation"}
     assert m["fidelity"]["n_examples"] == 5
     cal = m["calibration"]
-    assert cal["temperature"] > 0 and cal["after"]["nll"] <= cal["before"]["nll"] + 1e-6 or cal["fit"]["nll_after"] <= cal["fit"]["nll_before"] + 1e-9
-    assert cal["fit"]["nll_after"] <= cal["fit"]["nll_before"] + 1e-9  # fitted on validation: never worse there
+    assert cal["temperature"] > 0 and cal["after"]["n_examples"] == len(test)
+    assert (
+        cal["fit"]["nll_after"] <= cal["fit"]["nll_before"] + 1e-9
+    )  # fitted on validation: never worse there
     ood = m["ood"]
-    assert ood["n_out_of_scope"] == 4 and 0.0 <= ood["msp"]["auroc"] <= 1.0 and 0.0 <= ood["energy"]["auroc"] <= 1.0
+    assert (
+        ood["n_out_of_scope"] == 4
+        and 0.0 <= ood["msp"]["auroc"] <= 1.0
+        and 0.0 <= ood["energy"]["auroc"] <= 1.0
+    )
     assert ood["abstain"]["tpr"] >= 0.95
     # the temperature and threshold were stored with the model
     meta = json.loads((model_dir / "rationalign.json").read_text())
@@ -81,14 +122,26 @@ def test_suite_end_to_end(tmp_path, data_dir, model_dir):
     assert json.loads(metrics_path.read_text())["metrics"]["clean"] == m["clean"]
     records = [json.loads(line) for line in records_path.read_text().splitlines()]
     kinds = [r["kind"] for r in records]
-    assert kinds.count("clean") == len(test) and kinds.count("adversarial") == len(test) and kinds.count("oos") == 4
+    assert (
+        kinds.count("clean") == len(test)
+        and kinds.count("adversarial") == len(test)
+        and kinds.count("oos") == 4
+    )
     explained = [r for r in records if r["kind"] == "clean" and "aopc_comprehensiveness" in r]
     assert len(explained) == 5 and all("fidelity_spearman" in r for r in explained)
 
 
 def test_suite_without_optional_parts(tiny_classifier, data_dir):
     test = load_dataset(data_dir / "test.jsonl")
-    result = evaluate_suite(tiny_classifier, {"test": test}, calibrate=False, stability=False, attribution="ig", ig_steps=4, limit=2)
+    result = evaluate_suite(
+        tiny_classifier,
+        {"test": test},
+        calibrate=False,
+        stability=False,
+        attribution="ig",
+        ig_steps=4,
+        limit=2,
+    )
     m = result.metrics
     assert "adversarial" not in m and "ood" not in m and "fidelity" not in m and "stability" not in m
     assert "after" not in m["calibration"] and m["faithfulness"]["attribution"] == "ig"
@@ -110,12 +163,23 @@ def test_suite_errors(tmp_path, tiny_classifier, data_dir, model_dir):
     with pytest.raises(ModelError, match="not a classifier"):
         evaluate_suite(object(), str(data_dir))
     bad_attack = AttackSet(
-        [AdversarialExample("a", "b", "unknown_label", ((0, "a", "b"),), "synonym", 1.0, 0, 0)], "x", 0, 1, [{"name": "synonym"}], {}
+        [AdversarialExample("a", "b", "unknown_label", ((0, "a", "b"),), "synonym", 1.0, 0, 0)],
+        "x",
+        0,
+        1,
+        [{"name": "synonym"}],
+        {},
     )
     with pytest.raises(DataError, match="label space"):
         evaluate_suite(tiny_classifier, str(data_dir), attack_set=bad_attack, stability=False, limit=1)
     with pytest.raises(DataError, match="no teacher prior"):
-        evaluate_suite(tiny_classifier, str(data_dir), teacher_priors={"unrelated": WordAttribution(["x"], [1.0], "cap", 0)}, stability=False, limit=1)
+        evaluate_suite(
+            tiny_classifier,
+            str(data_dir),
+            teacher_priors={"unrelated": WordAttribution(["x"], [1.0], "cap", 0)},
+            stability=False,
+            limit=1,
+        )
 
 
 def test_teacher_priors_from_a_prior_store(tmp_path, tiny_classifier, data_dir):
@@ -128,16 +192,33 @@ def test_teacher_priors_from_a_prior_store(tmp_path, tiny_classifier, data_dir):
         items = []
         for e in test:
             words = split_words(e.text)
-            items.append((PriorKey.make("teacher", "cap", {"m": 32}, e.text, space.id(e.label)), WordAttribution(words, np.ones(len(words)) + np.arange(len(words)), "cap", space.id(e.label))))
+            items.append(
+                (
+                    PriorKey.make("teacher", "cap", {"m": 32}, e.text, space.id(e.label)),
+                    WordAttribution(
+                        words, np.ones(len(words)) + np.arange(len(words)), "cap", space.id(e.label)
+                    ),
+                )
+            )
         store.put_many(items)
     table = load_teacher_priors(path)
     assert len(table) == len(test)
-    result = evaluate_suite(tiny_classifier, str(data_dir), teacher_priors=path, stability=False, calibrate=False, limit=3)
-    assert result.metrics["fidelity"]["n_examples"] == 3 and result.metrics["fidelity"]["prior_method"] == ["cap"]
+    result = evaluate_suite(
+        tiny_classifier, str(data_dir), teacher_priors=path, stability=False, calibrate=False, limit=3
+    )
+    assert result.metrics["fidelity"]["n_examples"] == 3 and result.metrics["fidelity"]["prior_method"] == [
+        "cap"
+    ]
     with PriorStore(path) as store:
         e = test[0]
-        store.put_many([(PriorKey.make("teacher", "lime", {}, e.text, 0), WordAttribution(split_words(e.text), np.ones(len(split_words(e.text))), "lime", 0))])
+        store.put_many(
+            [
+                (
+                    PriorKey.make("teacher", "lime", {}, e.text, 0),
+                    WordAttribution(split_words(e.text), np.ones(len(split_words(e.text))), "lime", 0),
+                )
+            ]
+        )
     with pytest.raises(DataError, match="--prior-method"):
         load_teacher_priors(path)
     assert len(load_teacher_priors(path, method="cap")) == len(test)
-    assert not math.isnan(len(LabelSpace(["a"])))

@@ -32,7 +32,7 @@ def test_distill_pipeline_runs_and_caches(tmp_path: Path, tiny_data_dir: Path, t
     parts = manifest["history"][-1]["parts"]
     assert {"ce", "kd", "align"} <= set(parts)  # all three loss terms were active
     assert 0 <= manifest["metrics"]["test_accuracy"] <= 1
-    assert (out / "suite_metrics.json").is_file() and "suite" in manifest["metrics"]
+    assert (out / "suite.json").is_file() and "suite" in manifest["metrics"]
     assert (out / "soft_labels.npy").is_file() and (out / "teacher" / "model" / "model.safetensors").is_file()
 
     # a second run reuses the teacher, the soft labels and every stored prior

@@ -125,6 +125,16 @@ def run_copy(tmp_path: Path, report_run: RunResult) -> Callable[[str], Path]:
     return copy
 
 
+@pytest.fixture(scope="package", autouse=True)
+def single_thread():
+    """These tests run tiny models: one torch thread is faster on a busy 2-core machine (two threads of a
+    tiny model mostly wait for each other). Restored when the report tests are done."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def isolated_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test's default registry is a fresh file under tmp_path (never the repo's runs/)."""

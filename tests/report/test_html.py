@@ -277,3 +277,46 @@ def test_report_cli(tmp_path: Path, run_copy) -> None:
     html = out.read_text()
     assert 'id="run-1"' in html and 'id="run-2"' in html
     assert external_references(html) == []
+
+
+def test_suite_output_feeds_gates_and_the_reliability_fallback(
+    tmp_path: Path, run_copy, report_data, registry: RunRegistry
+) -> None:
+    from rationalign.evaluation.suite import evaluate_suite
+
+    run_dir = run_copy()
+    evaluate_suite(run_dir / "model", report_data["data"], limit=2, stability=False).save(
+        run_dir / "suite.json"
+    )
+    record = registry.register_run(run_dir)
+    suite = json.loads((run_dir / "suite.json").read_text())["metrics"]
+    assert record.metrics["ece"] == pytest.approx(suite["calibration"]["after"]["ece"])
+    assert record.metrics["suite.clean.accuracy"] == pytest.approx(suite["clean"]["accuracy"])
+    report = evaluate_gates(record.id, parse_gates({"max": {"ece": 1.0}}), registry=registry)
+    assert report.passed and report.gates[0].value == pytest.approx(record.metrics["ece"])
+
+    # An attack set from `rationalign attack` (header line first) as the run's adversarial.jsonl.
+    (run_dir / "adversarial.jsonl").write_text(
+        json.dumps({"type": "header", "format": "rationalign-attack", "n_examples": 1})
+        + "\n"
+        + json.dumps(
+            {
+                "type": "example",
+                "original": "my card never came",
+                "text": "my card never arrived",
+                "label": "card_arrival",
+                "edits": [[3, "came", "arrived"]],
+                "generator": "synonym",
+                "validity": 0.9,
+                "seed": 0,
+            }
+        )
+        + "\n"
+    )
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["config"]["data"]["path"] = str(tmp_path / "gone")  # test data unreachable: use the stored one
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    html = build_report(run_dir, tmp_path / "r.html", attributions=False).read_text()
+    assert "stored in suite.json (after temperature scaling)" in html
+    assert "Adversarial set: 1 example;" in html or "Adversarial set: 1 example." in html
+    assert "suite.clean.accuracy" not in html  # dozens of suite.* numbers stay out of the table

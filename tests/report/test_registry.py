@@ -163,3 +163,16 @@ def test_log_to_mlflow_writes_a_run(registry: RunRegistry, fake_run, tmp_path: P
     assert logged.data.metrics["test_accuracy"] == pytest.approx(0.9)
     assert logged.data.params["train.lr"] == "0.001"
     assert logged.data.tags["rationalign.weights_hash"] == record.weights_hash
+
+
+@pytest.mark.skipif(
+    not mlflow_available(), reason="mlflow is not installed (optional: pip install mlflow-skinny)"
+)
+def test_mlflow_failure_is_a_one_line_error(
+    registry: RunRegistry, fake_run, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # MLflow 3 refuses a plain folder store
+    record = registry.register_run(fake_run("a", {"test_accuracy": 0.9}))
+    with pytest.raises(ConfigError, match=r"MLflow logging failed .*; fix: set MLFLOW_TRACKING_URI") as err:
+        log_to_mlflow(record, tracking_uri=(tmp_path / "mlruns").as_uri())
+    assert "\n" not in str(err.value)

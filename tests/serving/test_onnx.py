@@ -92,8 +92,12 @@ def test_onnx_backend_serves_the_same_answers(exported):
             assert health["backend"] == backend and health["explain"] is True
             r = c.post("/predict", json={"texts": TEXTS, "top_k": 4})
             assert r.status_code == 200, r.text
-            got = np.array([[t["probability"] for t in sorted(p["top_k"], key=lambda t: t["label"])]
-                            for p in r.json()["predictions"]])
+            got = np.array(
+                [
+                    [t["probability"] for t in sorted(p["top_k"], key=lambda t: t["label"])]
+                    for p in r.json()["predictions"]
+                ]
+            )
             if backend == "onnx":
                 np.testing.assert_allclose(got, want, atol=1e-4)
             else:  # int8 weights: close, not equal
@@ -220,4 +224,7 @@ def test_int8_agrees_with_torch_on_a_real_size_model(tmp_path, datasets_dir):
     agreement = float((int8.argmax(1) == want.argmax(1)).mean())
     print(f"int8 argmax agreement with torch on {len(texts)} Banking77 test texts: {agreement:.3f}")
     assert agreement >= 0.9
-    assert result.int8_path is not None and result.int8_path.stat().st_size < 0.4 * result.onnx_path.stat().st_size
+    assert (
+        result.int8_path is not None
+        and result.int8_path.stat().st_size < 0.4 * result.onnx_path.stat().st_size
+    )

@@ -171,10 +171,14 @@ def test_page_types_classifies_and_shows_the_heatmap(server, tmp_path):
     with chromium(tmp_path / "profile") as tools:
         tools.send("Network.enable")
         tools.send("Page.enable")
-        tools.send("Emulation.setDeviceMetricsOverride", width=1100, height=900, deviceScaleFactor=1, mobile=False)
+        tools.send(
+            "Emulation.setDeviceMetricsOverride", width=1100, height=900, deviceScaleFactor=1, mobile=False
+        )
         tools.send("Page.navigate", url=f"{server}/")
-        tools.wait_for("document.readyState === 'complete' && "
-                       "!document.getElementById('model-info').textContent.includes('connecting')")
+        tools.wait_for(
+            "document.readyState === 'complete' && "
+            "!document.getElementById('model-info').textContent.includes('connecting')"
+        )
         assert "5 intents" in tools.evaluate("document.getElementById('model-info').textContent")
         # Type like a user: focus the box, insert the text, click the button where it is drawn.
         tools.evaluate("document.getElementById('text').focus()")
@@ -192,7 +196,11 @@ def test_page_types_classifies_and_shows_the_heatmap(server, tmp_path):
         assert state == "done", tools.evaluate("document.getElementById('status').textContent")
         result = tools.evaluate(READ_RESULT)
         shot = save_screenshot(tools, tmp_path / "page.png")
-        requested = [e["params"]["request"]["url"] for e in tools.events if e.get("method") == "Network.requestWillBeSent"]
+        requested = [
+            e["params"]["request"]["url"]
+            for e in tools.events
+            if e.get("method") == "Network.requestWillBeSent"
+        ]
     assert result["hidden"] is False
     assert result["label"] == expected["label"]
     assert result["probability"] == pytest.approx(expected["probability"], abs=1e-9)
@@ -204,7 +212,7 @@ def test_page_types_classifies_and_shows_the_heatmap(server, tmp_path):
     assert len(set(result["colours"])) > 1  # a heat-map, not one colour
     # Self-contained: every request the page made went to our server.
     assert requested and all(u.startswith(server) for u in requested), requested
-    assert {"/predict", "/explain", "/health"} <= {u[len(server):] for u in requested}
+    assert {"/predict", "/explain", "/health"} <= {u[len(server) :] for u in requested}
     width, height = png_size(shot)
     assert (width, height) == (1100, 900) and len(shot) > 20_000
 
@@ -222,5 +230,13 @@ def test_page_auto_submits_a_query_and_reports_errors(server, tmp_path):
         tools.evaluate("document.getElementById('text').value = 'x'.repeat(1001)")
         tools.evaluate("document.getElementById('submit').click()")
         tools.wait_for("document.getElementById('status').dataset.state === 'error'")
-        assert "1000" in tools.evaluate("document.getElementById('status').textContent")
+        assert "at most 1000" in tools.evaluate("document.getElementById('status').textContent")
+        # Past the page's own check, the server's 413 reaches the user as a message.
+        tools.evaluate("state.maxChars = 5000; document.getElementById('submit').click()")
+        message = tools.wait_for(
+            "document.getElementById('status').dataset.state === 'error' && "
+            "document.getElementById('status').textContent.includes('413') && "
+            "document.getElementById('status').textContent"
+        )
+        assert "1001 characters" in message
         save_screenshot(tools, tmp_path / "page-error.png")

@@ -11,7 +11,9 @@ import warnings
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed (pip install schemathesis)")
+schemathesis = pytest.importorskip(
+    "schemathesis", reason="schemathesis is not installed (pip install schemathesis)"
+)
 
 from rationalign.data.types import LabelSpace  # noqa: E402
 from rationalign.models.classifier import IntentClassifier  # noqa: E402

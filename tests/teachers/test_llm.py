@@ -33,8 +33,9 @@ def _reference_label_text(teacher: LLMTeacher, text: str, normalise: bool) -> np
         for answer in teacher.prompt.answer_texts:
             ans = list(teacher.tokenizer(answer, add_special_tokens=False)["input_ids"])
             ids = teacher.prompt_ids(text)
-            logp = torch.log_softmax(teacher.model(input_ids=torch.tensor([ids + ans])).logits[0].double(), -1)
-            total = sum(float(logp[len(ids) - 1 + t, tok]) for t, tok in enumerate(ans))
+            logits = teacher.model(input_ids=torch.tensor([ids + ans])).logits[0, len(ids) - 1 :]
+            logp = torch.log_softmax(logits.double(), -1)
+            total = sum(float(logp[t, tok]) for t, tok in enumerate(ans))
             scores.append(total / len(ans) if normalise else total)
     scores = np.array(scores)
     return np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
@@ -50,9 +51,13 @@ def test_codes_mode_gives_distributions(tiny_teacher, small_space, texts):
     assert tiny_teacher.predict_proba([]).shape == (0, len(small_space))
 
 
-def test_prefix_cache_equals_the_full_prompt_without_cache(tiny_llm_dir, small_space, texts):
-    cached = LLMTeacher(tiny_llm_dir, small_space, batch_size=4)
-    uncached = LLMTeacher(tiny_llm_dir, small_space, batch_size=4, use_prefix_cache=False)
+def test_prefix_cache_equals_the_full_prompt_without_cache(
+    tiny_llm_dir, small_space, texts, smollm_tokenizer
+):
+    cached = LLMTeacher(tiny_llm_dir, small_space, batch_size=4, tokenizer=smollm_tokenizer)
+    uncached = LLMTeacher(
+        tiny_llm_dir, small_space, batch_size=4, use_prefix_cache=False, tokenizer=smollm_tokenizer
+    )
     a, b = cached.predict_proba(texts), uncached.predict_proba(texts)
     ref = _reference_codes(cached, texts)
     np.testing.assert_allclose(a, ref, atol=1e-4, rtol=0)
@@ -61,15 +66,21 @@ def test_prefix_cache_equals_the_full_prompt_without_cache(tiny_llm_dir, small_s
     assert len(set(a.argmax(1))) > 1  # texts get different answers: the comparison is not trivial
 
 
-def test_batch_size_order_and_memory_cap_do_not_change_results(tiny_llm_dir, small_space, texts):
-    base = LLMTeacher(tiny_llm_dir, small_space, batch_size=16).predict_proba(texts)
-    one = LLMTeacher(tiny_llm_dir, small_space, batch_size=1).predict_proba(texts)
+def test_batch_size_order_and_memory_cap_do_not_change_results(
+    tiny_llm_dir, small_space, texts, smollm_tokenizer
+):
+    base = LLMTeacher(tiny_llm_dir, small_space, batch_size=16, tokenizer=smollm_tokenizer).predict_proba(
+        texts
+    )
+    one = LLMTeacher(tiny_llm_dir, small_space, batch_size=1, tokenizer=smollm_tokenizer).predict_proba(texts)
     capped = LLMTeacher(tiny_llm_dir, small_space, batch_size=16, max_cache_mb=0.05)  # forces 1-2 rows/call
     np.testing.assert_allclose(one, base, atol=1e-5)
     np.testing.assert_allclose(capped.predict_proba(texts), base, atol=1e-5)
     assert capped.cost.forward_passes > 3
     perm = np.random.default_rng(0).permutation(len(texts))
-    shuffled = LLMTeacher(tiny_llm_dir, small_space, batch_size=3).predict_proba([texts[i] for i in perm])
+    shuffled = LLMTeacher(tiny_llm_dir, small_space, batch_size=3, tokenizer=smollm_tokenizer).predict_proba(
+        [texts[i] for i in perm]
+    )
     np.testing.assert_allclose(shuffled, base[perm], atol=1e-5)
 
 
@@ -79,18 +90,29 @@ def test_the_same_prefix_cache_serves_many_calls(tiny_teacher, texts):
     np.testing.assert_allclose(tiny_teacher.predict_proba(texts[:4]), first, atol=1e-6)
 
 
-@pytest.mark.parametrize("normalise", [False, True])
-def test_label_text_mode_matches_scoring_each_label_without_cache(tiny_llm_dir, small_space, texts, normalise):
-    teacher = LLMTeacher(tiny_llm_dir, small_space, mode="label_text", length_normalise=normalise, batch_size=3,
-                         max_cache_mb=0.2)
-    probs = teacher.predict_proba(texts[:3])
-    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-9)
-    for row, text in zip(probs, texts[:3], strict=True):
-        np.testing.assert_allclose(row, _reference_label_text(teacher, text, normalise), atol=1e-4, rtol=0)
+def test_label_text_mode_matches_scoring_each_label_without_cache(
+    tiny_llm_dir, small_space, texts, smollm_tokenizer
+):
+    for normalise in (False, True):
+        teacher = LLMTeacher(
+            tiny_llm_dir,
+            small_space,
+            mode="label_text",
+            length_normalise=normalise,
+            batch_size=2,
+            max_cache_mb=0.2,
+            tokenizer=smollm_tokenizer,
+        )
+        probs = teacher.predict_proba(texts[:2])
+        np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-9)
+        for row, text in zip(probs, texts[:2], strict=True):
+            np.testing.assert_allclose(
+                row, _reference_label_text(teacher, text, normalise), atol=1e-4, rtol=0
+            )
 
 
-def test_cost_counts_forward_passes_and_tokens(tiny_llm_dir, small_space, texts):
-    teacher = LLMTeacher(tiny_llm_dir, small_space, batch_size=4)
+def test_cost_counts_forward_passes_and_tokens(tiny_llm_dir, small_space, texts, smollm_tokenizer):
+    teacher = LLMTeacher(tiny_llm_dir, small_space, batch_size=4, tokenizer=smollm_tokenizer)
     teacher.predict_proba(texts)
     suffix_tokens = sum(len(teacher.suffix_ids(t)) for t in texts)
     prefix = len(teacher.prefix_ids)
@@ -100,7 +122,9 @@ def test_cost_counts_forward_passes_and_tokens(tiny_llm_dir, small_space, texts)
     assert cost.padded_tokens >= cost.tokens - prefix and cost.prefix_tokens == prefix
     teacher.predict_proba(texts)  # the prefix is not run again
     assert teacher.cost.forward_passes == 1 + 2 * math.ceil(len(texts) / 4)
-    plain = LLMTeacher(tiny_llm_dir, small_space, batch_size=4, use_prefix_cache=False)
+    plain = LLMTeacher(
+        tiny_llm_dir, small_space, batch_size=4, use_prefix_cache=False, tokenizer=smollm_tokenizer
+    )
     plain.predict_proba(texts)
     assert plain.cost.forward_passes == math.ceil(len(texts) / 4)
     assert plain.cost.tokens == len(texts) * prefix + suffix_tokens
@@ -109,15 +133,23 @@ def test_cost_counts_forward_passes_and_tokens(tiny_llm_dir, small_space, texts)
 
 
 def test_fingerprint_covers_weights_prompt_examples_and_mode(tiny_llm_dir, small_space, smollm_tokenizer):
-    base = LLMTeacher(tiny_llm_dir, small_space)
-    assert LLMTeacher(tiny_llm_dir, small_space, batch_size=2).fingerprint == base.fingerprint
+    base = LLMTeacher(tiny_llm_dir, small_space, tokenizer=smollm_tokenizer)
+    assert (
+        LLMTeacher(tiny_llm_dir, small_space, batch_size=2, tokenizer=smollm_tokenizer).fingerprint
+        == base.fingerprint
+    )
     others = [
-        LLMTeacher(tiny_llm_dir, small_space, mode="label_text"),
-        LLMTeacher(tiny_llm_dir, small_space, format="plain"),
-        LLMTeacher(tiny_llm_dir, small_space, code_style="sequential"),
-        LLMTeacher(tiny_llm_dir, small_space, examples=[Example("where is my card", "card_arrival")]),
-        LLMTeacher(tiny_llm_dir, small_space, instruction="Pick the intent."),
-        LLMTeacher(tiny_llm_dir, LabelSpace(list(small_space.names)[::-1])),
+        LLMTeacher(tiny_llm_dir, small_space, mode="label_text", tokenizer=smollm_tokenizer),
+        LLMTeacher(tiny_llm_dir, small_space, format="plain", tokenizer=smollm_tokenizer),
+        LLMTeacher(tiny_llm_dir, small_space, code_style="sequential", tokenizer=smollm_tokenizer),
+        LLMTeacher(
+            tiny_llm_dir,
+            small_space,
+            examples=[Example("where is my card", "card_arrival")],
+            tokenizer=smollm_tokenizer,
+        ),
+        LLMTeacher(tiny_llm_dir, small_space, instruction="Pick the intent.", tokenizer=smollm_tokenizer),
+        LLMTeacher(tiny_llm_dir, LabelSpace(list(small_space.names)[::-1]), tokenizer=smollm_tokenizer),
     ]
     prints = {base.fingerprint, *(t.fingerprint for t in others)}
     assert len(prints) == len(others) + 1
@@ -130,22 +162,26 @@ def test_fingerprint_covers_weights_prompt_examples_and_mode(tiny_llm_dir, small
     assert in_memory.fingerprint != before
 
 
-def test_examples_are_sampled_per_label_with_a_seed(tiny_llm_dir, small_space):
+def test_examples_are_sampled_per_label_with_a_seed(tiny_llm_dir, small_space, smollm_tokenizer):
     pool = IntentDataset([Example(f"{n} example {j}", n) for n in small_space for j in range(4)])
-    one = LLMTeacher(tiny_llm_dir, small_space, examples=pool, shots=1, seed=3)
+    one = LLMTeacher(tiny_llm_dir, small_space, examples=pool, shots=1, seed=3, tokenizer=smollm_tokenizer)
     assert len(one.prompt.examples) == len(small_space)
-    again = LLMTeacher(tiny_llm_dir, small_space, examples=pool, shots=1, seed=3)
+    again = LLMTeacher(tiny_llm_dir, small_space, examples=pool, shots=1, seed=3, tokenizer=smollm_tokenizer)
     assert again.prompt.prefix == one.prompt.prefix
-    budget = LLMTeacher(tiny_llm_dir, small_space, examples=pool, shots=2, example_budget=5)
+    budget = LLMTeacher(
+        tiny_llm_dir, small_space, examples=pool, shots=2, example_budget=5, tokenizer=smollm_tokenizer
+    )
     assert len(budget.prompt.examples) == 5
-    assert len(budget.prefix_ids) > len(LLMTeacher(tiny_llm_dir, small_space).prefix_ids)
+    assert len(budget.prefix_ids) > len(
+        LLMTeacher(tiny_llm_dir, small_space, tokenizer=smollm_tokenizer).prefix_ids
+    )
 
 
-def test_bad_arguments_are_teacher_errors(tiny_llm_dir, small_space):
+def test_bad_arguments_are_teacher_errors(tiny_llm_dir, small_space, smollm_tokenizer):
     with pytest.raises(TeacherError, match="needs a label space"):
         LLMTeacher(tiny_llm_dir)
     with pytest.raises(TeacherError, match="batch_size"):
-        LLMTeacher(tiny_llm_dir, small_space, batch_size=0)
+        LLMTeacher(tiny_llm_dir, small_space, batch_size=0, tokenizer=smollm_tokenizer)
     with pytest.raises(TeacherError, match="tokenizer"):
         LLMTeacher(AutoModelForCausalLM.from_pretrained(tiny_llm_dir), small_space)
 

@@ -75,7 +75,7 @@ def test_150_labels_get_150_distinct_single_token_codes(smollm_tokenizer):
 
 def test_too_many_labels_for_two_letter_codes_is_a_clear_error(smollm_tokenizer):
     space = LabelSpace([f"label_{i}" for i in range(700)])
-    with pytest.raises(TeacherError, match="single-token two-letter codes.*fix: use mode='label_text'"):
+    with pytest.raises(TeacherError, match=r"single-token two-letter codes.*fix: use mode='label_text'"):
         PromptBuilder(smollm_tokenizer, space).build()
 
 

@@ -348,6 +348,8 @@ def priors(
         line += f", {run.seconds / run.computed:.4f} s per computed utterance"
     if run.cost is not None and run.computed:
         line += f", {run.cost.texts_per_utterance:.1f} texts scored per utterance"
+        if run.cost.tokens:
+            line += f", {run.cost.tokens_per_utterance:.0f} teacher tokens per utterance"
     console.print(line)
     if export is not None:
         console.print(f"  exported to {export}")

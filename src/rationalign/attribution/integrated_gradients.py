@@ -117,7 +117,9 @@ def model_inputs(
     handle: ModelHandle, input_ids: torch.Tensor, attention_mask: torch.Tensor
 ) -> dict[str, torch.Tensor]:
     """Keyword arguments for the model. Left-padded (causal) models get position ids counted from the
-    first real token, so a padded row gives the same result as the unpadded utterance."""
+    first real token, so a padded row gives the same result as the unpadded utterance: HF counts
+    positions from column 0, which rotary models (Llama) shrug off, being shift-invariant, but
+    absolute-position models (GPT-2) do not."""
     kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
     if handle.left_padded and _accepts(handle.model, "position_ids"):
         kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -199,7 +201,7 @@ def path_integrated_gradients(
     input_ids = input_ids.to(device)
     attention_mask = attention_mask.to(device)
     targets = torch.as_tensor(targets, dtype=torch.long, device=device)
-    n_rows, seq_len = input_ids.shape
+    n_rows = input_ids.shape[0]
     alphas_t = torch.as_tensor(np.asarray(alphas), dtype=torch.float32, device=device)
     weights_t = torch.as_tensor(np.asarray(weights), dtype=torch.float32, device=device)
     n_steps = len(alphas_t)
@@ -208,7 +210,9 @@ def path_integrated_gradients(
     with patched_embeddings(model) as patch, torch.set_grad_enabled(True):
         with torch.set_grad_enabled(create_graph):
             x_emb = embedding(input_ids)
-            b_emb = embedding(baseline_ids.to(device)) if baseline_ids is not None else torch.zeros_like(x_emb)
+            b_emb = (
+                embedding(baseline_ids.to(device)) if baseline_ids is not None else torch.zeros_like(x_emb)
+            )
         diff = x_emb - b_emb
         total_grad = torch.zeros_like(x_emb)
         pairs = n_rows * n_steps
@@ -245,7 +249,9 @@ def path_integrated_gradients(
 
 def length_order(tokenizer, texts: Sequence[str], max_length: int) -> np.ndarray:
     """Indices of ``texts`` sorted by token count (stable): buckets of similar length pad little."""
-    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
+    lengths = [
+        len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    ]
     return np.argsort(lengths, kind="stable")
 
 
@@ -264,7 +270,7 @@ def words_from_tokens(
 ) -> list[np.ndarray]:
     """Per-utterance word scores (subword scores summed), as float64 arrays."""
     n_words = max((a.n_words for a in alignments), default=0)
-    index = token_word_index(alignments, token_scores.shape[1], "right")
+    index = token_word_index(alignments, token_scores.shape[1], padding_side)
     pooled = pool_to_words(token_scores.detach().float().cpu(), index, max(n_words, 1))
     return [pooled[i, : a.n_words].double().numpy() for i, a in enumerate(alignments)]
 

@@ -46,7 +46,10 @@ class WordAlignment:
 
 
 def align_offsets(
-    text: str, offsets: Sequence[tuple[int, int]], special: Sequence[int], spans: list[tuple[int, int]] | None = None
+    text: str,
+    offsets: Sequence[tuple[int, int]],
+    special: Sequence[int],
+    spans: list[tuple[int, int]] | None = None,
 ) -> list[int]:
     """Word index of each token given its char ``offsets`` and ``special`` flags (-1: special/pad/none).
 

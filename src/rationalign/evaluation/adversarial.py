@@ -187,7 +187,9 @@ def inflection_of(word: str, base: str) -> str | None:
     return None
 
 
-def inflect_like(word: str, base: str, replacement: str, pos: str, irregular: frozenset[str] = frozenset()) -> str | None:
+def inflect_like(
+    word: str, base: str, replacement: str, pos: str, irregular: frozenset[str] = frozenset()
+) -> str | None:
     """``replacement`` (a base form, maybe several words) inflected the way ``word`` inflects ``base``.
 
     Nouns inflect their last word, verbs their first (``call off`` -> ``called off``). Returns None when
@@ -275,7 +277,9 @@ class Validator(Protocol):
 
     name: str
 
-    def score(self, originals: Sequence[str], candidates: Sequence[str], labels: Sequence[str]) -> np.ndarray: ...
+    def score(
+        self, originals: Sequence[str], candidates: Sequence[str], labels: Sequence[str]
+    ) -> np.ndarray: ...
 
 
 class SimilarityValidator:
@@ -454,7 +458,9 @@ class SynonymSwap:
                 inflected = inflect_like(word, bases[0], synonym, tag, self._irregular)
                 if inflected is None or inflected.lower() in present:
                     continue
-                if self.common_words is not None and not all(t in self.common_words for t in inflected.split()):
+                if self.common_words is not None and not all(
+                    t in self.common_words for t in inflected.split()
+                ):
                     continue
                 out.append(match_case(word, inflected))
         return list(dict.fromkeys(out))
@@ -464,7 +470,11 @@ class SynonymSwap:
         if prior is None and self.keywords is None:
             return []
         return label_carrying_positions(
-            words, example.label, keywords=self.keywords, prior=prior, top_k=self.top_words,
+            words,
+            example.label,
+            keywords=self.keywords,
+            prior=prior,
+            top_k=self.top_words,
             stopwords=self.stopwords,
         )
 
@@ -488,7 +498,9 @@ class SynonymSwap:
                 out.append(_Candidate(index, edits, apply_edits(example.text, edits), float(rng.random())))
         return out
 
-    def generate(self, examples: Sequence[Example], n_per_example: int = 1, seed: int = 0) -> list[AdversarialExample]:
+    def generate(
+        self, examples: Sequence[Example], n_per_example: int = 1, seed: int = 0
+    ) -> list[AdversarialExample]:
         _check_common(examples, n_per_example)
         candidates = self.candidates(examples, seed)
         _score(candidates, examples, self.validator, default=1.0)
@@ -507,7 +519,9 @@ def _product(lists: list[list[str]]) -> list[tuple[str, ...]]:
     return list(product(*lists))
 
 
-def _score(candidates: list[_Candidate], examples: Sequence[Example], validator: Validator | None, default: float) -> None:
+def _score(
+    candidates: list[_Candidate], examples: Sequence[Example], validator: Validator | None, default: float
+) -> None:
     if not candidates:
         return
     if validator is None:
@@ -577,16 +591,18 @@ class ConfusableKeywordSwap:
         self.min_word_similarity = min_word_similarity
         self.max_candidates = max_candidates
         if min_validity is None:
-            min_validity = 0.5 if reference is not None else 0.85 if similarity is not None else min_sharedness
+            min_validity = (
+                0.5 if reference is not None else 0.85 if similarity is not None else min_sharedness
+            )
         self.min_validity = min_validity
         self.wordnet = wordnet
         self.stopwords = stopwords
 
     def config(self) -> dict[str, Any]:
         return {
-            "validity": "reference_probability" if self.reference is not None else (
-                "sharedness_gate+sentence_similarity" if self.similarity is not None else "sharedness"
-            ),
+            "validity": "reference_probability"
+            if self.reference is not None
+            else ("sharedness_gate+sentence_similarity" if self.similarity is not None else "sharedness"),
             "top_words": self.top_words,
             "replacement_pool": self.replacement_pool,
             "min_sharedness": self.min_sharedness,
@@ -612,7 +628,11 @@ class ConfusableKeywordSwap:
             present = {w.lower() for w in words}
             prior = self.priors.get(example.text) if self.priors is not None else None
             positions = label_carrying_positions(
-                words, example.label, keywords=self.keywords, prior=prior, top_k=self.top_words,
+                words,
+                example.label,
+                keywords=self.keywords,
+                prior=prior,
+                top_k=self.top_words,
                 stopwords=self.stopwords,
             )
             pool = [w for w in self.keywords.top(other, self.replacement_pool) if w not in present]
@@ -650,7 +670,9 @@ class ConfusableKeywordSwap:
                 out.append((_Candidate(index, edits, apply_edits(text, edits), float(rng.random())), shared))
         return out
 
-    def generate(self, examples: Sequence[Example], n_per_example: int = 1, seed: int = 0) -> list[AdversarialExample]:
+    def generate(
+        self, examples: Sequence[Example], n_per_example: int = 1, seed: int = 0
+    ) -> list[AdversarialExample]:
         _check_common(examples, n_per_example)
         pairs = self.candidates(examples, seed)
         candidates = [c for c, _ in pairs]
@@ -670,9 +692,9 @@ class TextGenerator(Protocol):
 
 
 REWRITE_TEMPLATE = (
-    "Rewrite the user request below so that it does not use the word \"{keyword}\". Use a different word "
+    'Rewrite the user request below so that it does not use the word "{keyword}". Use a different word '
     "or phrase with the same meaning and keep everything else the same. The request's intent is "
-    "\"{intent}\".\nRequest: {text}\nReply with the rewritten request only."
+    '"{intent}".\nRequest: {text}\nReply with the rewritten request only.'
 )
 _REPLY_PREFIX = re.compile(r"^(?:rewritten request|rewrite|request|answer|output)\s*:\s*", re.IGNORECASE)
 
@@ -733,7 +755,9 @@ class LLMRewrite:
             "template": self.template,
         }
 
-    def generate(self, examples: Sequence[Example], n_per_example: int = 1, seed: int = 0) -> list[AdversarialExample]:
+    def generate(
+        self, examples: Sequence[Example], n_per_example: int = 1, seed: int = 0
+    ) -> list[AdversarialExample]:
         _check_common(examples, n_per_example)
         candidates: list[_Candidate] = []
         for index, example in enumerate(examples):
@@ -743,12 +767,18 @@ class LLMRewrite:
             if prior is None and self.keywords is None:
                 continue
             positions = label_carrying_positions(
-                words, example.label, keywords=self.keywords, prior=prior, top_k=n_per_example,
+                words,
+                example.label,
+                keywords=self.keywords,
+                prior=prior,
+                top_k=n_per_example,
                 stopwords=self.stopwords,
             )
             for p in positions:
                 keyword = words[p]
-                prompt = self.template.format(keyword=keyword, intent=example.label.replace("_", " "), text=example.text)
+                prompt = self.template.format(
+                    keyword=keyword, intent=example.label.replace("_", " "), text=example.text
+                )
                 self.n_calls += 1
                 reply = clean_reply(str(self.llm.generate(prompt)))
                 new_words = [w.lower() for w in split_words(reply)]
@@ -954,19 +984,30 @@ class AttackSet:
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as err:
-                    raise DataError(located(path, number, f"not valid JSON ({err.msg})", "regenerate the attack set")) from None
+                    raise DataError(
+                        located(path, number, f"not valid JSON ({err.msg})", "regenerate the attack set")
+                    ) from None
                 if not isinstance(record, dict):
                     raise DataError(located(path, number, "not a JSON object", "regenerate the attack set"))
                 if header is None:
                     if record.get("type") != "header" or record.get("format") != ATTACK_FORMAT:
                         raise DataError(
-                            located(path, number, "first line is not an attack-set header",
-                                    "pass a file written by `rationalign attack` / AttackSet.save")
+                            located(
+                                path,
+                                number,
+                                "first line is not an attack-set header",
+                                "pass a file written by `rationalign attack` / AttackSet.save",
+                            )
                         )
                     if record.get("schema_version") != ATTACK_SCHEMA_VERSION:
                         raise DataError(
-                            located(path, number, f"attack-set schema {record.get('schema_version')!r} is not "
-                                    f"{ATTACK_SCHEMA_VERSION}", "regenerate it with this version")
+                            located(
+                                path,
+                                number,
+                                f"attack-set schema {record.get('schema_version')!r} is not "
+                                f"{ATTACK_SCHEMA_VERSION}",
+                                "regenerate it with this version",
+                            )
                         )
                     header = record
                     continue
@@ -974,8 +1015,12 @@ class AttackSet:
                     example = AdversarialExample.from_dict(record)
                 except (KeyError, TypeError, ValueError, IndexError) as err:
                     raise DataError(
-                        located(path, number, f"malformed example ({type(err).__name__}: {err})",
-                                "each example needs original, text, label, edits, generator, validity, seed")
+                        located(
+                            path,
+                            number,
+                            f"malformed example ({type(err).__name__}: {err})",
+                            "each example needs original, text, label, edits, generator, validity, seed",
+                        )
                     ) from None
                 (rejected if record.get("type") == "rejected" else examples).append(example)
         if header is None:

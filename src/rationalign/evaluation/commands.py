@@ -68,19 +68,40 @@ def build_generators(
             )
         elif name == "llm":
             if llm is None:
-                raise ConfigError("generator 'llm' needs a text generator; fix: pass --llm smollm2-135m (or a folder)")
-            out.append(adv.LLMRewrite(adv.TransformersGenerator(llm), keywords=table, validator=reference_validator or similarity))
+                raise ConfigError(
+                    "generator 'llm' needs a text generator; fix: pass --llm smollm2-135m (or a folder)"
+                )
+            out.append(
+                adv.LLMRewrite(
+                    adv.TransformersGenerator(llm),
+                    keywords=table,
+                    validator=reference_validator or similarity,
+                )
+            )
     return out
 
 
 def _print_stats(console: Console, attack: Any) -> None:
     table = Table(title=f"attack set: {len(attack)} examples from {attack.dataset}")
-    for column in ("generator", "threshold", "sources", "with candidate", "candidates", "passed", "pass rate"):
+    for column in (
+        "generator",
+        "threshold",
+        "sources",
+        "with candidate",
+        "candidates",
+        "passed",
+        "pass rate",
+    ):
         table.add_column(column, justify="right" if column != "generator" else "left")
     for s in attack.stats.values():
         table.add_row(
-            s.name, f"{s.min_validity:.2f}", str(s.n_source), str(s.n_with_candidate), str(s.n_candidates),
-            str(s.n_passed), f"{s.pass_rate:.1%}",
+            s.name,
+            f"{s.min_validity:.2f}",
+            str(s.n_source),
+            str(s.n_with_candidate),
+            str(s.n_candidates),
+            str(s.n_passed),
+            f"{s.pass_rate:.1%}",
         )
     console.print(table)
 
@@ -110,9 +131,15 @@ def _metric_rows(metrics: dict[str, Any]) -> list[tuple[str, Any]]:
     if cal.get("after"):
         rows.append((f"ECE (T={cal['temperature']:.3f}, fitted on valid)", cal["after"]["ece"]))
     cf = metrics.get("counterfactual", {})
-    rows += [("counterfactual removal flips", cf.get("removal_pass_rate")), ("rationale alone keeps", cf.get("rationale_only_pass_rate"))]
+    rows += [
+        ("counterfactual removal flips", cf.get("removal_pass_rate")),
+        ("rationale alone keeps", cf.get("rationale_only_pass_rate")),
+    ]
     if "ood" in metrics:
-        rows += [("OOS AUROC (MSP)", metrics["ood"]["msp"]["auroc"]), ("OOS AUROC (energy)", metrics["ood"]["energy"]["auroc"])]
+        rows += [
+            ("OOS AUROC (MSP)", metrics["ood"]["msp"]["auroc"]),
+            ("OOS AUROC (energy)", metrics["ood"]["energy"]["auroc"]),
+        ]
         rows.append(("OOS FPR@95TPR (MSP)", metrics["ood"]["msp"]["fpr_at_95_tpr"]))
     return rows
 
@@ -122,20 +149,35 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def attack(
-        data: Annotated[str, typer.Argument(help="Data folder or dataset name (banking77, hwu64, clinc150).")],
+        data: Annotated[
+            str, typer.Argument(help="Data folder or dataset name (banking77, hwu64, clinc150).")
+        ],
         out: Annotated[Path, typer.Option(help="Where to write the attack set (JSONL).")],
         split: Annotated[str, typer.Option(help="Split to attack.")] = "test",
-        generators: Annotated[str, typer.Option(help="Comma-separated: synonym, confusable, llm.")] = "synonym,confusable",
-        n_per_example: Annotated[int, typer.Option(help="Adversarial examples per utterance and generator.")] = 1,
+        generators: Annotated[
+            str, typer.Option(help="Comma-separated: synonym, confusable, llm.")
+        ] = "synonym,confusable",
+        n_per_example: Annotated[
+            int, typer.Option(help="Adversarial examples per utterance and generator.")
+        ] = 1,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
         limit: Annotated[int | None, typer.Option(help="Attack only the first N utterances.")] = None,
         reference: Annotated[
-            Path | None, typer.Option(help="Reference model (teacher) folder: confusable classes and validity.")
+            Path | None,
+            typer.Option(help="Reference model (teacher) folder: confusable classes and validity."),
         ] = None,
-        encoder: Annotated[str, typer.Option(help="Sentence encoder for similarity ('none' to skip).")] = "minilm-l6",
-        llm: Annotated[str | None, typer.Option(help="Causal LM for the 'llm' generator, e.g. smollm2-135m.")] = None,
-        min_validity: Annotated[float | None, typer.Option(help="Override every generator's validity threshold.")] = None,
-        include_rejected: Annotated[bool, typer.Option(help="Also store candidates below the threshold.")] = False,
+        encoder: Annotated[
+            str, typer.Option(help="Sentence encoder for similarity ('none' to skip).")
+        ] = "minilm-l6",
+        llm: Annotated[
+            str | None, typer.Option(help="Causal LM for the 'llm' generator, e.g. smollm2-135m.")
+        ] = None,
+        min_validity: Annotated[
+            float | None, typer.Option(help="Override every generator's validity threshold.")
+        ] = None,
+        include_rejected: Annotated[
+            bool, typer.Option(help="Also store candidates below the threshold.")
+        ] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
     ) -> None:
         """Build an adversarial keyword-substitution set from a split (keywords from the train split)."""
@@ -145,20 +187,30 @@ def register(app: typer.Typer) -> None:
         names = _split_names(generators)
         if n_per_example < 1:
             raise ConfigError(f"--n-per-example must be >= 1, got {n_per_example}")
-        bundle = load_data(DataConfig(path=data, test_split=split if split not in ("train", "valid") else "test"))
+        bundle = load_data(
+            DataConfig(path=data, test_split=split if split not in ("train", "valid") else "test")
+        )
         target = {"train": bundle.train, "valid": bundle.valid}.get(split, bundle.test)
         if target is None or len(target) == 0:
-            raise DataError(f"{data}: no {split!r} split to attack; fix: choose an existing split with --split")
+            raise DataError(
+                f"{data}: no {split!r} split to attack; fix: choose an existing split with --split"
+            )
         ref = None
         if reference is not None:
             from rationalign.models.classifier import IntentClassifier
 
             ref = IntentClassifier.load(reference)
         gens = build_generators(
-            bundle.train, names, reference=ref, reference_valid=bundle.valid,
-            encoder=None if encoder.lower() == "none" else encoder, llm=llm,
+            bundle.train,
+            names,
+            reference=ref,
+            reference_valid=bundle.valid,
+            encoder=None if encoder.lower() == "none" else encoder,
+            llm=llm,
         )
-        result = generate_attack_set(target, gens, n_per_example, seed, min_validity=min_validity, limit=limit)
+        result = generate_attack_set(
+            target, gens, n_per_example, seed, min_validity=min_validity, limit=limit
+        )
         if len(result) == 0:
             raise DataError(
                 f"{data}/{split}: no adversarial example passed the validity check; fix: attack more utterances "
@@ -166,7 +218,15 @@ def register(app: typer.Typer) -> None:
             )
         result.save(out, include_rejected=include_rejected)
         if as_json:
-            print(json.dumps({"out": str(out), "n_examples": len(result), "stats": {k: v.to_dict() for k, v in result.stats.items()}}))
+            print(
+                json.dumps(
+                    {
+                        "out": str(out),
+                        "n_examples": len(result),
+                        "stats": {k: v.to_dict() for k, v in result.stats.items()},
+                    }
+                )
+            )
             return
         _print_stats(Console(), result)
         Console().print(f"[green]wrote {out}[/green]")
@@ -176,18 +236,30 @@ def register(app: typer.Typer) -> None:
         model: Annotated[Path, typer.Argument(help="Model folder written by `rationalign train`.")],
         data: Annotated[str, typer.Option(help="Data folder, file or dataset name.")],
         split: Annotated[str, typer.Option(help="Evaluated split.")] = "test",
-        attack_set: Annotated[Path | None, typer.Option("--attack", help="Attack set (JSONL) from `rationalign attack`.")] = None,
-        priors: Annotated[Path | None, typer.Option(help="Teacher priors: prior store (.sqlite) or its JSONL export.")] = None,
-        prior_method: Annotated[str | None, typer.Option(help="Which prior method of the store to use.")] = None,
+        attack_set: Annotated[
+            Path | None, typer.Option("--attack", help="Attack set (JSONL) from `rationalign attack`.")
+        ] = None,
+        priors: Annotated[
+            Path | None, typer.Option(help="Teacher priors: prior store (.sqlite) or its JSONL export.")
+        ] = None,
+        prior_method: Annotated[
+            str | None, typer.Option(help="Which prior method of the store to use.")
+        ] = None,
         out: Annotated[Path | None, typer.Option(help="Metrics JSON (records go next to it).")] = None,
         records: Annotated[Path | None, typer.Option(help="Per-example records (JSONL).")] = None,
-        calibrate: Annotated[bool, typer.Option("--calibrate/--no-calibrate", help="Fit a temperature on valid.")] = True,
+        calibrate: Annotated[
+            bool, typer.Option("--calibrate/--no-calibrate", help="Fit a temperature on valid.")
+        ] = True,
         store_calibration: Annotated[
             bool, typer.Option(help="Save the temperature and abstain threshold into the model folder.")
         ] = False,
         attribution: Annotated[str, typer.Option(help="Student attribution: gxi or ig.")] = "gxi",
-        limit: Annotated[int | None, typer.Option(help="Explanation metrics on the first N utterances.")] = None,
-        stability: Annotated[bool, typer.Option("--stability/--no-stability", help="Run the stability metric.")] = True,
+        limit: Annotated[
+            int | None, typer.Option(help="Explanation metrics on the first N utterances.")
+        ] = None,
+        stability: Annotated[
+            bool, typer.Option("--stability/--no-stability", help="Run the stability metric.")
+        ] = True,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
         as_json: Annotated[bool, typer.Option("--json", help="Print the metrics JSON.")] = False,
     ) -> None:
@@ -198,16 +270,27 @@ def register(app: typer.Typer) -> None:
         if attribution not in ("gxi", "ig"):
             raise ConfigError(f"unknown --attribution {attribution!r}; fix: use gxi or ig")
         result = evaluate_suite(
-            model, data, split=split, attack_set=attack_set, teacher_priors=priors, prior_method=prior_method,
+            model,
+            data,
+            split=split,
+            attack_set=attack_set,
+            teacher_priors=priors,
+            prior_method=prior_method,
             attribution=attribution,  # type: ignore[arg-type]
-            calibrate=calibrate, store_calibration=store_calibration, limit=limit, stability=stability, seed=seed,
+            calibrate=calibrate,
+            store_calibration=store_calibration,
+            limit=limit,
+            stability=stability,
+            seed=seed,
         )
         written = result.save(out, records) if out is not None else None
         if as_json:
             print(json.dumps(result.to_dict()))
             return
         console = Console()
-        table = Table(title=f"{model} on {result.data['name']}/{split} ({result.data['n_examples']} utterances)")
+        table = Table(
+            title=f"{model} on {result.data['name']}/{split} ({result.data['n_examples']} utterances)"
+        )
         table.add_column("metric")
         table.add_column("value", justify="right")
         for name, value in _metric_rows(result.metrics):

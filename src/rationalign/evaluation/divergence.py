@@ -83,7 +83,13 @@ def build_divergence_queue(
     (None where missing: then only the labels are compared). Fidelity is NaN-safe: an undefined Spearman
     (constant scores, one word) does not count as low fidelity."""
     n = len(texts)
-    lengths = {len(labels), len(student_labels), len(teacher_labels), len(student_rationales), len(teacher_rationales)}
+    lengths = {
+        len(labels),
+        len(student_labels),
+        len(teacher_labels),
+        len(student_rationales),
+        len(teacher_rationales),
+    }
     if lengths != {n}:
         raise DataError(
             f"divergence inputs have different lengths ({sorted(lengths)}); fix: one entry per utterance"
@@ -187,7 +193,9 @@ def read_queue(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
     """``(line number, record)`` of every queue line, checked: a JSON object with the queue fields."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(located(path, None, "no such queue file", "write one with write_queue / rationalign suite"))
+        raise DataError(
+            located(path, None, "no such queue file", "write one with write_queue / rationalign suite")
+        )
     out = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
@@ -196,16 +204,22 @@ def read_queue(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise DataError(located(path, number, f"not valid JSON ({err.msg})", "fix the line by hand")) from None
+                raise DataError(
+                    located(path, number, f"not valid JSON ({err.msg})", "fix the line by hand")
+                ) from None
             if not isinstance(record, dict):
                 raise DataError(located(path, number, "not a JSON object", "one queue item per line"))
             missing = [k for k in ("text", "label", "reviewed") if k not in record]
             if missing:
-                raise DataError(located(path, number, f"missing {', '.join(missing)}", "keep the queue's fields"))
+                raise DataError(
+                    located(path, number, f"missing {', '.join(missing)}", "keep the queue's fields")
+                )
             if not isinstance(record["text"], str) or not record["text"].strip():
                 raise DataError(located(path, number, "empty text", "give the utterance text"))
             if not isinstance(record["reviewed"], bool):
-                raise DataError(located(path, number, "'reviewed' must be true or false", "write true or false"))
+                raise DataError(
+                    located(path, number, "'reviewed' must be true or false", "write true or false")
+                )
             out.append((number, record))
     return out
 
@@ -223,11 +237,21 @@ def load_reviewed_queue(path: str | Path, label_space: LabelSpace | None = None)
             raise DataError(located(path, number, "reviewed item without a label", "set corrected_label"))
         if label_space is not None and label not in label_space:
             raise DataError(
-                located(path, number, f"label {label!r} is not in the model's label space", "use an existing label")
+                located(
+                    path,
+                    number,
+                    f"label {label!r} is not in the model's label space",
+                    "use an existing label",
+                )
             )
         examples.append(Example(record["text"], label, source=str(path), line=number))
     if not examples:
         raise DataError(
-            located(path, None, "no reviewed items", 'review some lines (set "reviewed": true) before training on them')
+            located(
+                path,
+                None,
+                "no reviewed items",
+                'review some lines (set "reviewed": true) before training on them',
+            )
         )
     return IntentDataset(examples, name=f"{path.stem}/reviewed", path=path)

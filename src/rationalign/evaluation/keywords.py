@@ -40,19 +40,211 @@ from rationalign.errors import ConfigError, DataError
 # A small English stopword list (function words, pronouns, auxiliaries, politeness fillers). Short on
 # purpose: content words such as "card", "top", "check" must stay candidates.
 STOPWORDS: frozenset[str] = frozenset(
-    """
-    a about above after again against all am an and any are aren't as at be because been before being
-    below between both but by can can't cannot could couldn't did didn't do does doesn't doing don't down
-    during each few for from further had hadn't has hasn't have haven't having he he'd he'll he's her here
-    here's hers herself him himself his how how's i i'd i'll i'm i've if in into is isn't it it's its
-    itself let's me more most mustn't my myself no nor not of off on once only or other ought our ours
-    ourselves out over own same shan't she she'd she'll she's should shouldn't so some such than that
-    that's the their theirs them themselves then there there's these they they'd they'll they're they've
-    this those through to too under until up very was wasn't we we'd we'll we're we've were weren't what
-    what's when when's where where's which while who who's whom why why's will with won't would wouldn't
-    you you'd you'll you're you've your yours yourself yourselves please hi hello hey thanks thank okay ok
-    just also get got im ive dont cant wont id would like want need know tell much many really
-    """.split()
+    [
+        "a",
+        "about",
+        "above",
+        "after",
+        "again",
+        "against",
+        "all",
+        "am",
+        "an",
+        "and",
+        "any",
+        "are",
+        "aren't",
+        "as",
+        "at",
+        "be",
+        "because",
+        "been",
+        "before",
+        "being",
+        "below",
+        "between",
+        "both",
+        "but",
+        "by",
+        "can",
+        "can't",
+        "cannot",
+        "could",
+        "couldn't",
+        "did",
+        "didn't",
+        "do",
+        "does",
+        "doesn't",
+        "doing",
+        "don't",
+        "down",
+        "during",
+        "each",
+        "few",
+        "for",
+        "from",
+        "further",
+        "had",
+        "hadn't",
+        "has",
+        "hasn't",
+        "have",
+        "haven't",
+        "having",
+        "he",
+        "he'd",
+        "he'll",
+        "he's",
+        "her",
+        "here",
+        "here's",
+        "hers",
+        "herself",
+        "him",
+        "himself",
+        "his",
+        "how",
+        "how's",
+        "i",
+        "i'd",
+        "i'll",
+        "i'm",
+        "i've",
+        "if",
+        "in",
+        "into",
+        "is",
+        "isn't",
+        "it",
+        "it's",
+        "its",
+        "itself",
+        "let's",
+        "me",
+        "more",
+        "most",
+        "mustn't",
+        "my",
+        "myself",
+        "no",
+        "nor",
+        "not",
+        "of",
+        "off",
+        "on",
+        "once",
+        "only",
+        "or",
+        "other",
+        "ought",
+        "our",
+        "ours",
+        "ourselves",
+        "out",
+        "over",
+        "own",
+        "same",
+        "shan't",
+        "she",
+        "she'd",
+        "she'll",
+        "she's",
+        "should",
+        "shouldn't",
+        "so",
+        "some",
+        "such",
+        "than",
+        "that",
+        "that's",
+        "the",
+        "their",
+        "theirs",
+        "them",
+        "themselves",
+        "then",
+        "there",
+        "there's",
+        "these",
+        "they",
+        "they'd",
+        "they'll",
+        "they're",
+        "they've",
+        "this",
+        "those",
+        "through",
+        "to",
+        "too",
+        "under",
+        "until",
+        "up",
+        "very",
+        "was",
+        "wasn't",
+        "we",
+        "we'd",
+        "we'll",
+        "we're",
+        "we've",
+        "were",
+        "weren't",
+        "what",
+        "what's",
+        "when",
+        "when's",
+        "where",
+        "where's",
+        "which",
+        "while",
+        "who",
+        "who's",
+        "whom",
+        "why",
+        "why's",
+        "will",
+        "with",
+        "won't",
+        "would",
+        "wouldn't",
+        "you",
+        "you'd",
+        "you'll",
+        "you're",
+        "you've",
+        "your",
+        "yours",
+        "yourself",
+        "yourselves",
+        "please",
+        "hi",
+        "hello",
+        "hey",
+        "thanks",
+        "thank",
+        "okay",
+        "ok",
+        "just",
+        "also",
+        "get",
+        "got",
+        "im",
+        "ive",
+        "dont",
+        "cant",
+        "wont",
+        "id",
+        "would",
+        "like",
+        "want",
+        "need",
+        "know",
+        "tell",
+        "much",
+        "many",
+        "really",
+    ]
 )
 
 
@@ -187,7 +379,10 @@ class KeywordTable:
         return [y for y, kws in self.by_label.items() if any(kw.word == lowered for kw in kws)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "labels": {y: [k.to_dict() for k in kws] for y, kws in self.by_label.items()}}
+        return {
+            "source": self.source,
+            "labels": {y: [k.to_dict() for k in kws] for y, kws in self.by_label.items()},
+        }
 
 
 def pmi_keywords(
@@ -225,7 +420,9 @@ def prior_keywords(
     """Keywords from word attributions (one per utterance, explaining ``labels[i]``): a word's score for a
     label is its mean attribution where it occurs in that label's utterances."""
     if len(attributions) != len(labels):
-        raise DataError(f"{len(attributions)} attributions but {len(labels)} labels; fix: one label per prior")
+        raise DataError(
+            f"{len(attributions)} attributions but {len(labels)} labels; fix: one label per prior"
+        )
     if not attributions:
         raise DataError("no attributions to take keywords from; fix: pass the priors of a split")
     sums: dict[tuple[str, str], float] = {}
@@ -292,7 +489,9 @@ def label_carrying_positions(
 
 
 # ------------------------------------------------------------------------------- confusable classes
-def _argmax_other(similarity: np.ndarray, labels: Sequence[str], tie_break: np.ndarray | None) -> dict[str, str]:
+def _argmax_other(
+    similarity: np.ndarray, labels: Sequence[str], tie_break: np.ndarray | None
+) -> dict[str, str]:
     out = {}
     for i, label in enumerate(labels):
         row = similarity[i].astype(np.float64).copy()
@@ -332,7 +531,9 @@ def confusable_from_confusion(confusion: Any, label_space: LabelSpace) -> dict[s
     matrix = np.asarray(confusion, dtype=np.float64)
     n = len(label_space)
     if matrix.shape != (n, n):
-        raise DataError(f"confusion matrix of shape {matrix.shape} for {n} labels; fix: use the model's label space")
+        raise DataError(
+            f"confusion matrix of shape {matrix.shape} for {n} labels; fix: use the model's label space"
+        )
     return _argmax_other(matrix + matrix.T, list(label_space.names), _name_overlap(label_space.names))
 
 

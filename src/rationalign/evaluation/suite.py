@@ -91,11 +91,15 @@ def resolve_suite_data(
     if isinstance(data, DataBundle):
         if data.test is None:
             raise DataError("the data bundle has no test split; fix: load data with a test split")
-        return SuiteData(test=data.test, valid=data.valid, name=data.test.name.split("/")[0], notes=list(data.notes))
+        return SuiteData(
+            test=data.test, valid=data.valid, name=data.test.name.split("/")[0], notes=list(data.notes)
+        )
     cfg = data if isinstance(data, DataConfig) else DataConfig(path=str(data))
     root = resolve_data(cfg.path)
     if root.is_file():
-        return SuiteData(test=load_dataset(root), name=root.stem, notes=[f"{root} is one file: evaluated as is"])
+        return SuiteData(
+            test=load_dataset(root), name=root.stem, notes=[f"{root} is one file: evaluated as is"]
+        )
     bundle = load_data(cfg.model_copy(update={"test_split": split}))
     if bundle.test is None:
         raise DataError(located(root, None, f"no {split!r} split", "choose an existing split with --split"))
@@ -151,13 +155,17 @@ def load_teacher_priors(
     if isinstance(source, str | Path) and Path(source).suffix.lower() in (".jsonl", ".json"):
         path = Path(source)
         if not path.is_file():
-            raise DataError(located(path, None, "no such prior file", "export one with PriorStore.export_jsonl"))
+            raise DataError(
+                located(path, None, "no such prior file", "export one with PriorStore.export_jsonl")
+            )
         return _priors_from_jsonl(path, method, fingerprint)
     from rationalign.attribution.store import PriorStore
 
     if isinstance(source, str | Path):
         if not Path(source).is_file():
-            raise DataError(located(source, None, "no such prior store", "compute priors into a .sqlite file first"))
+            raise DataError(
+                located(source, None, "no such prior store", "compute priors into a .sqlite file first")
+            )
         store = PriorStore(source)
         close = True
     elif isinstance(source, PriorStore):
@@ -194,9 +202,13 @@ def _priors_from_jsonl(
                 r = json.loads(line)
                 if (method and r["method"] != method) or (fingerprint and r["fingerprint"] != fingerprint):
                     continue
-                attribution = WordAttribution(r["words"], np.asarray(r["scores"]), r["method"], int(r["target"]), r.get("meta") or {})
+                attribution = WordAttribution(
+                    r["words"], np.asarray(r["scores"]), r["method"], int(r["target"]), r.get("meta") or {}
+                )
             except (ValueError, KeyError, TypeError) as err:
-                raise DataError(located(origin or path, number, f"malformed prior ({err})", "re-export the prior store")) from None
+                raise DataError(
+                    located(origin or path, number, f"malformed prior ({err})", "re-export the prior store")
+                ) from None
             sources.add((r["fingerprint"], r["method"], json.dumps(r.get("params"), sort_keys=True)))
             priors[(r["text"], attribution.target)] = attribution
     if len(sources) > 1:
@@ -316,10 +328,14 @@ def _adversarial(
     orig_pred = dict(zip(originals, predicted[len(texts) :].tolist(), strict=True))
     gold = np.array(clf.label_space.ids([e.label for e in attack.examples]))
     clean = np.array([orig_pred[e.original] for e in attack.examples])
-    out: dict[str, Any] = {"attack_set": {"dataset": attack.dataset, "seed": attack.seed, "generators": attack.generators}}
+    out: dict[str, Any] = {
+        "attack_set": {"dataset": attack.dataset, "seed": attack.seed, "generators": attack.generators}
+    }
     groups = {"all": np.arange(len(texts))}
     for name in attack.generator_names:
-        groups[name] = np.array([i for i, e in enumerate(attack.examples) if e.generator == name], dtype=np.int64)
+        groups[name] = np.array(
+            [i for i, e in enumerate(attack.examples) if e.generator == name], dtype=np.int64
+        )
     for name, idx in groups.items():
         if idx.size == 0:
             out[name] = {"n_examples": 0}
@@ -336,7 +352,9 @@ def _adversarial(
             "macro_f1": macro_f1(gold[idx], adv_pred[idx], len(clf.label_space)),
             "clean_accuracy_same_sources": clean_acc,
             "drop": clean_acc - adv_acc,
-            "attack_success_rate": float(flipped.sum() / correct_before.sum()) if correct_before.any() else None,
+            "attack_success_rate": float(flipped.sum() / correct_before.sum())
+            if correct_before.any()
+            else None,
             "validity_pass_rate": stats.pass_rate if stats is not None else None,
             "n_candidates": stats.n_candidates if stats is not None else None,
         }
@@ -387,6 +405,8 @@ def evaluate_suite(
         raise ConfigError(f"limit must be >= 1, got {limit}")
     if store_calibration and not calibrate:
         raise ConfigError("store_calibration needs calibrate=True; fix: drop --no-calibrate")
+    if attribution not in ("gxi", "ig"):
+        raise ConfigError(f"unknown attribution {attribution!r}; fix: use 'gxi' or 'ig'")
     started = time.perf_counter()
     timings: dict[str, float] = {}
     clf, model_dir = _load_model(model)
@@ -495,11 +515,18 @@ def evaluate_suite(
     timings["attribution_seconds"] = time.perf_counter() - t0
     keep = [j for j, a in enumerate(explained) if len(a.words) > 0]
     if len(keep) < len(explained):
-        notes.append(f"{len(explained) - len(keep)} utterances without words were left out of explanation metrics")
+        notes.append(
+            f"{len(explained) - len(keep)} utterances without words were left out of explanation metrics"
+        )
     explained_kept = [explained[j] for j in keep]
     targets_kept = [targets[j] for j in keep]
     t0 = time.perf_counter()
-    faith = evaluate_faithfulness(predict_raw, explained_kept, targets_kept, faithfulness or FaithfulnessConfig(seed=seed, batch_size=256))
+    faith = evaluate_faithfulness(
+        predict_raw,
+        explained_kept,
+        targets_kept,
+        faithfulness or FaithfulnessConfig(seed=seed, batch_size=256),
+    )
     timings["faithfulness_seconds"] = time.perf_counter() - t0
     metrics["faithfulness"] = {
         "attribution": attribution,
@@ -508,9 +535,11 @@ def evaluate_suite(
         "config": faith.config.to_dict(),
         "n_model_texts": faith.n_model_texts,
     }
-    timings["faithfulness_per_100_seconds"] = 100.0 * (
-        timings["attribution_seconds"] + timings["faithfulness_seconds"]
-    ) / max(len(explained_kept), 1)
+    timings["faithfulness_per_100_seconds"] = (
+        100.0
+        * (timings["attribution_seconds"] + timings["faithfulness_seconds"])
+        / max(len(explained_kept), 1)
+    )
     t0 = time.perf_counter()
     counter = evaluate_counterfactual(predict_raw, explained_kept, batch_size=256)
     metrics["counterfactual"] = {
@@ -548,9 +577,7 @@ def evaluate_suite(
 
     if teacher_priors is not None:
         t0 = time.perf_counter()
-        metrics["fidelity"] = _fidelity(
-            attributor, teacher_priors, prior_method, test, subset, gold, records
-        )
+        metrics["fidelity"] = _fidelity(attributor, teacher_priors, prior_method, test, subset, gold, records)
         timings["fidelity_seconds"] = time.perf_counter() - t0
 
     # store the calibration in the model folder (only after everything above succeeded)
@@ -605,10 +632,15 @@ def _ood(
 ) -> tuple[dict[str, Any], float | None]:
     assert data.oos_valid is not None and data.oos_test is not None
     oos_test_logits = clf.logits(data.oos_test.texts, batch_size).numpy().astype(np.float64)
-    out: dict[str, Any] = {"n_in_scope": int(test_logits.shape[0]), "n_out_of_scope": int(oos_test_logits.shape[0])}
+    out: dict[str, Any] = {
+        "n_in_scope": int(test_logits.shape[0]),
+        "n_out_of_scope": int(oos_test_logits.shape[0]),
+    }
     for method in ("msp", "energy"):
         t = temperature if method == "msp" else 1.0
-        report = evaluate_ood(in_scope_scores(test_logits, method, t), in_scope_scores(oos_test_logits, method, t), method)
+        report = evaluate_ood(
+            in_scope_scores(test_logits, method, t), in_scope_scores(oos_test_logits, method, t), method
+        )
         out[method] = report.to_dict()
     threshold = None
     if valid_logits is None:
@@ -616,7 +648,9 @@ def _ood(
         return out, None
     oos_valid_logits = clf.logits(data.oos_valid.texts, batch_size).numpy().astype(np.float64)
     chosen = choose_abstain_threshold(
-        in_scope_scores(valid_logits, "msp", temperature), in_scope_scores(oos_valid_logits, "msp", temperature), target_tpr
+        in_scope_scores(valid_logits, "msp", temperature),
+        in_scope_scores(oos_valid_logits, "msp", temperature),
+        target_tpr,
     )
     threshold = chosen.threshold
     in_msp = in_scope_scores(test_logits, "msp", temperature)
@@ -636,7 +670,9 @@ def _ood(
         "test_overall_accuracy": float(((answered & correct).sum() + rejected_oos.sum()) / n_total),
     }
     for text, score, rejected in zip(data.oos_test.texts, oos_msp, rejected_oos, strict=True):
-        records.append({"kind": "oos", "text": text, "label": "oos", "msp": float(score), "abstained": bool(rejected)})
+        records.append(
+            {"kind": "oos", "text": text, "label": "oos", "msp": float(score), "abstained": bool(rejected)}
+        )
     return out, threshold
 
 
@@ -654,7 +690,9 @@ def _fidelity(
     if isinstance(teacher_priors, Sequence) and not isinstance(teacher_priors, str):
         items = list(teacher_priors)
         if not all(isinstance(a, WordAttribution) for a in items):
-            raise ConfigError("teacher_priors as a list must hold WordAttribution objects, one per explained utterance")
+            raise ConfigError(
+                "teacher_priors as a list must hold WordAttribution objects, one per explained utterance"
+            )
         if len(items) < len(subset):
             raise DataError(
                 f"{len(items)} teacher priors for {len(subset)} explained utterances; fix: give one prior per "
@@ -674,14 +712,20 @@ def _fidelity(
                 prior = by_text[text][0]
             if prior is not None:
                 found[i] = prior
-    usable = [i for i in subset if i in found and list(found[i].words) and len(found[i].words) == len(found[i].scores)]
+    usable = [
+        i
+        for i in subset
+        if i in found and list(found[i].words) and len(found[i].words) == len(found[i].scores)
+    ]
     if not usable:
         raise DataError(
             "no teacher prior matches the evaluated utterances; fix: compute priors for this split "
             "(same texts) or drop --priors"
         )
     student = attributor.attribute([test[i].text for i in usable], [int(found[i].target) for i in usable])
-    pairs = [(s, found[i]) for s, i in zip(student, usable, strict=True) if list(s.words) == list(found[i].words)]
+    pairs = [
+        (s, found[i]) for s, i in zip(student, usable, strict=True) if list(s.words) == list(found[i].words)
+    ]
     mismatched = len(usable) - len(pairs)
     report = evaluate_fidelity([s for s, _ in pairs], [t for _, t in pairs])
     kept_index = [i for s, i in zip(student, usable, strict=True) if list(s.words) == list(found[i].words)]

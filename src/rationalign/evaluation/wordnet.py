@@ -36,10 +36,26 @@ INSTALL_FIX = (
 
 # WordNet's morphological detachment rules (morph.c): suffix -> replacement, per part of speech.
 DETACHMENT: dict[str, tuple[tuple[str, str], ...]] = {
-    "n": (("s", ""), ("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"),
-          ("men", "man"), ("ies", "y")),
-    "v": (("s", ""), ("ies", "y"), ("es", "e"), ("es", ""), ("ed", "e"), ("ed", ""), ("ing", "e"),
-          ("ing", "")),
+    "n": (
+        ("s", ""),
+        ("ses", "s"),
+        ("xes", "x"),
+        ("zes", "z"),
+        ("ches", "ch"),
+        ("shes", "sh"),
+        ("men", "man"),
+        ("ies", "y"),
+    ),
+    "v": (
+        ("s", ""),
+        ("ies", "y"),
+        ("es", "e"),
+        ("es", ""),
+        ("ed", "e"),
+        ("ed", ""),
+        ("ing", "e"),
+        ("ing", ""),
+    ),
     "a": (("er", ""), ("est", ""), ("er", "e"), ("est", "e")),
     "r": (),
 }
@@ -47,16 +63,70 @@ _ADJ_MARKER = re.compile(r"\((?:a|p|ip)\)$")
 
 # Words after which the next word is most likely a verb / a noun (a cheap, predictable POS guess).
 VERB_CUES = frozenset(
-    "to can could will would should must may might shall do does did don't doesn't didn't please "
-    "cannot can't won't i we you they lets let's not".split()
+    [
+        "to",
+        "can",
+        "could",
+        "will",
+        "would",
+        "should",
+        "must",
+        "may",
+        "might",
+        "shall",
+        "do",
+        "does",
+        "did",
+        "don't",
+        "doesn't",
+        "didn't",
+        "please",
+        "cannot",
+        "can't",
+        "won't",
+        "i",
+        "we",
+        "you",
+        "they",
+        "lets",
+        "let's",
+        "not",
+    ]
 )
 # "top up", "freeze out": a verb followed by one of these is a phrasal verb, not a single word.
-PARTICLES = frozenset("up off out down away back over".split())
-DETERMINERS = frozenset("a an the my your our their his her its this that these those".split())
-MODIFIER_CUES = frozenset("how very too so more most less least quite rather".split())
+PARTICLES = frozenset(["up", "off", "out", "down", "away", "back", "over"])
+DETERMINERS = frozenset(
+    ["a", "an", "the", "my", "your", "our", "their", "his", "her", "its", "this", "that", "these", "those"]
+)
+MODIFIER_CUES = frozenset(["how", "very", "too", "so", "more", "most", "less", "least", "quite", "rather"])
 NOUN_CUES = frozenset(
-    "a an the my your our their his her its this that these those some any no every each another "
-    "of for with about new".split()
+    [
+        "a",
+        "an",
+        "the",
+        "my",
+        "your",
+        "our",
+        "their",
+        "his",
+        "her",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "some",
+        "any",
+        "no",
+        "every",
+        "each",
+        "another",
+        "of",
+        "for",
+        "with",
+        "about",
+        "new",
+    ]
 )
 
 
@@ -267,7 +337,9 @@ class WordNet:
             position + 1 < len(words) and words[position + 1] == "-"
         )
 
-    def contextual_synonyms(self, words: Sequence[str], position: int, max_senses: int | None = 3) -> list[str]:
+    def contextual_synonyms(
+        self, words: Sequence[str], position: int, max_senses: int | None = 3
+    ) -> list[str]:
         """Synonyms of ``words[position]`` for its most likely part of speech in this context."""
         tags = self.guess_pos(words, position)
         return self.synonyms(words[position], tags[0], max_senses) if tags else []

@@ -314,8 +314,7 @@ def register(app: typer.Typer) -> None:
         registry: RegistryOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
-        """Has the incoming traffic drifted from the training data? (labels, vocabulary, embeddings,
-        confidence)."""
+        """Has incoming traffic drifted from the training data? (labels, vocabulary, embeddings, confidence)"""
         from rationalign.models.classifier import META_FILE, IntentClassifier
         from rationalign.report.drift import DriftThresholds, detect_drift, load_reference, read_texts
 

@@ -14,8 +14,9 @@ decisions and provenance. Optional files in a run directory, one JSON object a l
 - ``adversarial.jsonl``: ``{"text", "label", "original"}`` (label and original optional).
 - ``divergence_queue.jsonl``: ``{"text", "student_label", "teacher_label", "divergence"}`` (a score in
   ``divergence`` / ``score`` / ``js`` / ``kl`` orders the queue).
-- ``metrics.json``: extra scalar metrics; ``calibration.json``: a ``CalibrationReport.to_dict()``, used for
-  the reliability diagram when the test data cannot be reached.
+- ``metrics.json`` / ``suite.json``: extra metrics (see ``registry.collect_metrics``); ``calibration.json``
+  (a ``CalibrationReport.to_dict()``) or ``suite.json``'s calibration give the reliability diagram when the
+  test data cannot be reached.
 """
 
 from __future__ import annotations
@@ -248,6 +249,27 @@ def _compute_heatmaps(view: RunView, clf, items: dict[str, list[tuple[str, str |
     )
 
 
+def _stored_calibration(folder: Path) -> dict[str, Any] | None:
+    """Reliability data saved by another stage: ``calibration.json`` (a ``CalibrationReport.to_dict()``),
+    else ``suite.json``'s calibration (after temperature scaling when the suite fitted one)."""
+    stored = folder / "calibration.json"
+    if stored.is_file():
+        data = json.loads(stored.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and "reliability" in data:
+            return {**data, "source": f"stored in {stored.name}"}
+    suite = folder / "suite.json"
+    if suite.is_file():
+        calibration = (json.loads(suite.read_text(encoding="utf-8")).get("metrics") or {}).get(
+            "calibration"
+        ) or {}
+        for key in ("after", "before"):
+            data = calibration.get(key)
+            if isinstance(data, dict) and "reliability" in data:
+                which = "after temperature scaling" if key == "after" else "uncalibrated"
+                return {**data, "source": f"stored in {suite.name} ({which})"}
+    return None
+
+
 def _gate_entries(registry: RunRegistry | None, run_id: int | None) -> tuple[list[dict], list[dict]]:
     if registry is None or run_id is None:
         return [], []
@@ -372,18 +394,14 @@ def collect_run(
         items["sampled"] = [(test[i].text, test[i].label) for i in sorted(sampled)]
         items["worst"] = [(test[i].text, test[i].label) for i in worst]
     else:
-        stored = folder / "calibration.json"
-        if stored.is_file():
-            view.calibration = {
-                **json.loads(stored.read_text(encoding="utf-8")),
-                "source": f"stored in {stored.name}",
-            }
+        view.calibration = _stored_calibration(folder)
     if view.calibration is not None:
         view.reliability_svg = figures.reliability_svg(view.calibration["reliability"]["bins"])
 
     adversarial_file = folder / "adversarial.jsonl"
     if adversarial_file.is_file():
-        records = read_jsonl(adversarial_file)
+        # `rationalign attack` files start with a header line and may keep rejected candidates.
+        records = [r for r in read_jsonl(adversarial_file) if r.get("type", "example") == "example"]
         view.adversarial = {"count": len(records), "accuracy": None}
         labelled = [r for r in records if isinstance(r.get("text"), str)]
         items["adversarial"] = [(r["text"], r.get("label")) for r in labelled[:max_examples]]
@@ -471,7 +489,8 @@ def _comparison(views: list[RunView], registry: RunRegistry | None) -> dict[str,
                 }
             )
     names = [m for m in KEY_METRICS if any(m in c["metrics"] for c in columns)]
-    names += sorted({m for c in columns for m in c["metrics"]} - set(names))
+    # suite.<path> numbers (dozens) stay in the registry for gates; the table keeps the headline ones.
+    names += sorted({m for c in columns for m in c["metrics"] if "." not in m} - set(names))
     reference = columns[0]["metrics"]
     rows = []
     for metric in names:

@@ -9,9 +9,11 @@ Every decision (registration, gate evaluation, promotion, rejection, recalibrati
 appended to ``audit_log``. SQLite triggers abort any UPDATE or DELETE on that table, so the history cannot
 be rewritten through SQL; only dropping the whole table (a schema change, visible to anyone) could.
 
-Metrics of a run are ``manifest.json``'s ``metrics`` plus ``parameters`` (from ``manifest.model``) and the
-scalar values of an optional ``metrics.json`` in the run directory, where later stages (calibration,
-latency, adversarial evaluation) record numbers such as ``ece`` or ``p50_latency_ms``.
+Metrics of a run are ``manifest.json``'s ``metrics`` plus ``parameters`` (from ``manifest.model``), the
+scalar values of an optional ``metrics.json`` in the run directory (where later stages record numbers such
+as ``ece`` or ``p50_latency_ms``), and, from an optional ``suite.json`` (``rationalign suite MODEL --out
+RUN/suite.json``), every numeric leaf as ``suite.<path>`` plus the gate names ``ece``, ``nll``, ``brier``
+(after temperature scaling when the suite fitted one), ``adversarial_accuracy`` and ``adversarial_drop``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ REGISTRY_ENV = "RATIONALIGN_REGISTRY"
 DEFAULT_REGISTRY = Path("runs") / "registry.sqlite"
 MANIFEST = "manifest.json"
 EXTRA_METRICS = "metrics.json"
+SUITE_METRICS = "suite.json"
 SCHEMA_VERSION = 1
 Status = Literal["registered", "promoted", "rejected"]
 STATUSES: tuple[str, ...] = ("registered", "promoted", "rejected")
@@ -127,8 +130,46 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(
+            located(path, getattr(err, "lineno", None), "invalid JSON", "write a JSON object of numbers")
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(located(path, 1, "not a JSON object", 'write e.g. {"ece": 0.03}'))
+    return data
+
+
+def _numeric_leaves(node: Any, prefix: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out.update(_numeric_leaves(value, f"{prefix}.{key}"))
+    elif _is_number(node):
+        out[prefix] = node
+    return out
+
+
+def suite_metrics(payload: Mapping[str, Any]) -> dict[str, float]:
+    """Gate-ready numbers from a ``rationalign suite`` JSON (its ``metrics`` section)."""
+    metrics = payload.get("metrics") or {}
+    out = _numeric_leaves(metrics, "suite")
+    calibration = metrics.get("calibration") or {}
+    chosen = calibration.get("after") or calibration.get("before") or {}
+    for name in ("ece", "nll", "brier"):
+        if _is_number(chosen.get(name)):
+            out[name] = chosen[name]
+    adversarial = (metrics.get("adversarial") or {}).get("all") or {}
+    for source, name in (("accuracy", "adversarial_accuracy"), ("drop", "adversarial_drop")):
+        if _is_number(adversarial.get(source)):
+            out[name] = adversarial[source]
+    return out
+
+
 def collect_metrics(run_dir: str | Path, manifest: Mapping[str, Any]) -> dict[str, float]:
-    """Numeric metrics of a run: manifest ``metrics``, ``parameters``, and ``metrics.json`` scalars."""
+    """Numeric metrics of a run: manifest ``metrics``, ``parameters``, ``metrics.json`` and ``suite.json``."""
     metrics: dict[str, float] = {}  # ints stay ints (epochs, counts), so reports print them as such
     for key, value in (manifest.get("metrics") or {}).items():
         if _is_number(value):
@@ -136,17 +177,12 @@ def collect_metrics(run_dir: str | Path, manifest: Mapping[str, Any]) -> dict[st
     parameters = (manifest.get("model") or {}).get("parameters")
     if _is_number(parameters):
         metrics.setdefault("parameters", parameters)
+    suite = Path(run_dir) / SUITE_METRICS
+    if suite.is_file():
+        metrics.update(suite_metrics(_read_json_object(suite)))
     extra = Path(run_dir) / EXTRA_METRICS
-    if extra.is_file():
-        try:
-            data = json.loads(extra.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ConfigError(
-                located(extra, getattr(err, "lineno", None), "invalid JSON", "write a JSON object of numbers")
-            ) from None
-        if not isinstance(data, dict):
-            raise ConfigError(located(extra, 1, "not a JSON object", 'write e.g. {"ece": 0.03}'))
-        for key, value in data.items():
+    if extra.is_file():  # written by hand or by a stage for this run: it has the last word
+        for key, value in _read_json_object(extra).items():
             if _is_number(value):
                 metrics[key] = value
     return metrics
@@ -511,28 +547,38 @@ def log_to_mlflow(
     if not mlflow_available():
         return None
     import mlflow
+    from mlflow.entities import Metric, Param
+    from mlflow.exceptions import MlflowException
 
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
-    tags = {
-        "rationalign.run_id": str(run.id),
-        "rationalign.kind": run.kind,
-        "rationalign.status": run.status,
-        "rationalign.run_dir": run.run_dir,
-        "rationalign.weights_hash": run.weights_hash,
-        "rationalign.data_fingerprint": run.data_fingerprint or "",
-        "rationalign.teacher_fingerprint": run.teacher_fingerprint or "",
-        "rationalign.priors_fingerprint": run.priors_fingerprint or "",
-        "rationalign.parents": json.dumps(run.parents),
-    }
-    created = client.create_run(experiment_id, run_name=run.name, tags=tags)
-    run_id = created.info.run_id
-    for key, value in _flatten(run.config).items():
-        client.log_param(run_id, key[:250], str(value)[:6000])
-    for key, value in run.metrics.items():
-        client.log_metric(run_id, key, float(value))
-    client.set_terminated(run_id)
+    try:
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+        found = client.get_experiment_by_name(experiment)
+        experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
+        tags = {
+            "rationalign.run_id": str(run.id),
+            "rationalign.kind": run.kind,
+            "rationalign.status": run.status,
+            "rationalign.run_dir": run.run_dir,
+            "rationalign.weights_hash": run.weights_hash,
+            "rationalign.data_fingerprint": run.data_fingerprint or "",
+            "rationalign.teacher_fingerprint": run.teacher_fingerprint or "",
+            "rationalign.priors_fingerprint": run.priors_fingerprint or "",
+            "rationalign.parents": json.dumps(run.parents),
+        }
+        created = client.create_run(experiment_id, run_name=run.name, tags=tags)
+        run_id = created.info.run_id
+        stamp = int(datetime.now(UTC).timestamp() * 1000)
+        params = [Param(key[:250], str(value)[:6000]) for key, value in _flatten(run.config).items()]
+        metrics = [Metric(key, float(value), stamp, 0) for key, value in run.metrics.items()]
+        for start in range(0, max(len(params), len(metrics)), 100):  # MLflow's batch limit is 100 params
+            client.log_batch(run_id, metrics=metrics[start : start + 100], params=params[start : start + 100])
+        client.set_terminated(run_id)
+    except MlflowException as err:
+        first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(
+            f"MLflow logging failed ({first_line[:300]}); fix: set MLFLOW_TRACKING_URI to a reachable "
+            "tracking server or a database such as sqlite:///mlflow.db"
+        ) from None
     return run_id
 
 

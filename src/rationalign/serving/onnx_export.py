@@ -113,7 +113,7 @@ def _trace_to_onnx(clf: IntentClassifier, path: Path, opset: int) -> None:
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
-    """Dynamic int8 quantisation of the weights (activations stay fp32, scaled at run time)."""
+    """Dynamic int8 quantisation of the weights, per output channel (activations quantised at run time)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -125,7 +125,9 @@ def quantize_int8(src: Path, dst: Path) -> None:
             quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
         except Exception:  # the pre-pass is an optimisation; quantising the plain graph still works
             prepared = src
-        quantize_dynamic(str(prepared), str(dst), weight_type=QuantType.QInt8)
+        # Per-channel scales: on MiniLM/Banking77 argmax agreement with fp32 rises from ~93% (per-tensor)
+        # to ~98% at the same size and speed (bench/onnx_speed.py).
+        quantize_dynamic(str(prepared), str(dst), weight_type=QuantType.QInt8, per_channel=True)
 
 
 def export_model(
@@ -186,7 +188,8 @@ def export_model(
                 got8 = OnnxBackend(tmp, int8=True).logits(list(PROBE_TEXTS))
                 result.int8_argmax_agreement = float((got8.argmax(1) == reference.argmax(1)).mean())
                 meta.update(
-                    int8="dynamic QInt8 weights", int8_probe_argmax_agreement=result.int8_argmax_agreement
+                    int8="dynamic, QInt8 weights per channel",
+                    int8_probe_argmax_agreement=result.int8_argmax_agreement,
                 )
                 result.int8_path = out_dir / ONNX_INT8_FILE
             (tmp / EXPORT_META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")

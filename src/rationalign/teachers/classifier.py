@@ -73,4 +73,6 @@ class ClassifierTeacher:
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
     def __repr__(self) -> str:
-        return f"ClassifierTeacher({self.clf.meta.get('base_model', 'model')}, {len(self.label_space)} labels)"
+        return (
+            f"ClassifierTeacher({self.clf.meta.get('base_model', 'model')}, {len(self.label_space)} labels)"
+        )

@@ -49,7 +49,9 @@ def margins(probs: np.ndarray) -> np.ndarray:
 def _check_rows(name: str, probs: np.ndarray, n: int, k: int) -> np.ndarray:
     probs = np.asarray(probs, dtype=np.float64)
     if probs.shape != (n, k):
-        raise TeacherError(f"{name} returned shape {probs.shape}, expected ({n}, {k}); fix: check the teacher")
+        raise TeacherError(
+            f"{name} returned shape {probs.shape}, expected ({n}, {k}); fix: check the teacher"
+        )
     if not np.all(np.isfinite(probs)) or np.any(probs < 0):
         raise TeacherError(f"{name} returned negative or non-finite probabilities; fix: check the teacher")
     sums = probs.sum(axis=1, keepdims=True)
@@ -72,14 +74,18 @@ class EnsembleTeacher:
     ):
         pairs = [m if isinstance(m, tuple) else (m, 1.0) for m in members]
         if not pairs:
-            raise TeacherError("an ensemble needs at least one member; fix: pass members=[(teacher, weight), ...]")
+            raise TeacherError(
+                "an ensemble needs at least one member; fix: pass members=[(teacher, weight), ...]"
+            )
         for teacher, weight in pairs:
             if not np.isfinite(weight) or weight < 0:
                 raise TeacherError(f"member {teacher!r} has weight {weight}; fix: use weights >= 0")
         if sum(w for _, w in pairs) <= 0:
             raise TeacherError("all member weights are zero; fix: give at least one member a positive weight")
         if not 0.0 <= adjudicator_weight <= 1.0:
-            raise TeacherError(f"adjudicator_weight must be in [0, 1], got {adjudicator_weight}; fix: e.g. 0.5")
+            raise TeacherError(
+                f"adjudicator_weight must be in [0, 1], got {adjudicator_weight}; fix: e.g. 0.5"
+            )
         if not 0.0 <= margin_threshold <= 1.0:
             raise TeacherError(f"margin_threshold must be in [0, 1], got {margin_threshold}; fix: e.g. 0.2")
         space: LabelSpace = pairs[0][0].label_space
@@ -131,7 +137,12 @@ class EnsembleTeacher:
         if self.adjudicator is not None and self.adjudicator_weight > 0:
             ask = np.flatnonzero(~hits & (margins(mix) < self.margin_threshold))
             if ask.size:
-                adj = _check_rows(repr(self.adjudicator), self.adjudicator.predict_proba([texts[i] for i in ask]), ask.size, k)
+                adj = _check_rows(
+                    repr(self.adjudicator),
+                    self.adjudicator.predict_proba([texts[i] for i in ask]),
+                    ask.size,
+                    k,
+                )
                 a = self.adjudicator_weight
                 mix[ask] = (1 - a) * mix[ask] + a * adj
                 self.stats.adjudicated += int(ask.size)

@@ -80,6 +80,24 @@ def _one_line(text: str, limit: int = 160) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
+def _error_detail(response: httpx.Response) -> str:
+    """The server's error message: OpenAI-style ``{"error": {"message": ...}}`` if present, else the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    detail: Any = response.text
+    if isinstance(body, dict) and body.get("error"):
+        error = body["error"]
+        detail = error.get("message", error) if isinstance(error, dict) else error
+    elif isinstance(body, dict) and body.get("detail"):  # FastAPI validation errors (422)
+        detail = body["detail"]
+        if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+            first = detail[0]
+            detail = f"{'.'.join(str(x) for x in first.get('loc', []))}: {first.get('msg', '')}"
+    return _one_line(str(detail), 120) or "empty body"
+
+
 def _retry_after_seconds(value: str | None) -> float | None:
     if not value:
         return None
@@ -189,8 +207,13 @@ class HTTPLLMTeacher:
             else:
                 chosen = list(examples)
         self.prompt: BuiltPrompt = PromptBuilder(
-            self.tokenizer, label_space, mode="codes", format=format, instruction=instruction,
-            examples=chosen, code_style=code_style,
+            self.tokenizer,
+            label_space,
+            mode="codes",
+            format=format,
+            instruction=instruction,
+            examples=chosen,
+            code_style=code_style,
         ).build()
         assert self.prompt.codes is not None
         self.codes = self.prompt.codes
@@ -200,7 +223,9 @@ class HTTPLLMTeacher:
         key = api_key or os.environ.get(API_KEY_ENV)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.Client(
-            timeout=httpx.Timeout(self.timeout), headers=headers, transport=transport,
+            timeout=httpx.Timeout(self.timeout),
+            headers=headers,
+            transport=transport,
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
         )
         self._rng = random.Random(seed)
@@ -279,7 +304,7 @@ class HTTPLLMTeacher:
                         problem = f"malformed JSON in response (truncated?): {_one_line(response.text, 80)!r}"
                 elif status == 429 or status >= 500:
                     kind = TeacherHTTPError
-                    problem = f"HTTP {status} ({_one_line(response.text, 100)})"
+                    problem = f"HTTP {status} ({_error_detail(response)})"
                     retry_after = _retry_after_seconds(response.headers.get("retry-after"))
                     if retry_after is not None:
                         delay = min(retry_after, self.max_retry_after)
@@ -296,12 +321,7 @@ class HTTPLLMTeacher:
 
     def _fatal(self, response: httpx.Response) -> TeacherHTTPError:
         status = response.status_code
-        try:
-            detail = response.json().get("error", {})
-            detail = detail.get("message", detail) if isinstance(detail, dict) else detail
-        except (ValueError, AttributeError):
-            detail = response.text
-        detail = _one_line(str(detail), 120)
+        detail = _error_detail(response)
         if status in (401, 403):
             fix = f"pass api_key=... or set {API_KEY_ENV}"
         elif status == 404:
@@ -337,7 +357,11 @@ class HTTPLLMTeacher:
                 f"{self.endpoint}: expected {len(texts)} choices, got {got}; fix: {fix}"
             )
         # Answers carry their prompt's index; keep list order when a server leaves it out.
-        ordered = sorted(choices, key=lambda c: c.get("index", 0)) if all(isinstance(c, dict) and "index" in c for c in choices) else choices
+        ordered = (
+            sorted(choices, key=lambda c: c.get("index", 0))
+            if all(isinstance(c, dict) and "index" in c for c in choices)
+            else choices
+        )
         out = np.zeros((len(texts), len(self._answers)))
         missing = 0
         for row, choice in enumerate(ordered):
@@ -347,7 +371,9 @@ class HTTPLLMTeacher:
                     f"{self.endpoint}: choice {row} has no logprobs.top_logprobs; fix: {fix}"
                 )
             if any(math.isnan(v) for v in top.values()):
-                raise TeacherResponseError(f"{self.endpoint}: NaN log-probabilities in choice {row}; fix: {fix}")
+                raise TeacherResponseError(
+                    f"{self.endpoint}: NaN log-probabilities in choice {row}; fix: {fix}"
+                )
             out[row], m = self._distribution(top)
             missing += m
         usage = data.get("usage") if isinstance(data, dict) else None

@@ -73,7 +73,9 @@ def _load_causal_lm(folder: Path, device: str, dtype: torch.dtype) -> PreTrained
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     except (OSError, ValueError) as err:
-        raise TeacherError(f"{folder}: cannot load a causal LM ({err}); fix: pass a causal LM folder") from None
+        raise TeacherError(
+            f"{folder}: cannot load a causal LM ({err}); fix: pass a causal LM folder"
+        ) from None
     return model.to(device).eval()
 
 
@@ -83,13 +85,17 @@ def _expanded_cache(prefix_kv: list[tuple[torch.Tensor, torch.Tensor]], rows: in
     The model concatenates new keys onto these views, which allocates the batch's own tensors, so the
     shared prefix cache itself is never written to.
     """
-    empty = [(k[:, :, :0].expand(rows, -1, -1, -1), v[:, :, :0].expand(rows, -1, -1, -1)) for k, v in prefix_kv]
+    empty = [
+        (k[:, :, :0].expand(rows, -1, -1, -1), v[:, :, :0].expand(rows, -1, -1, -1)) for k, v in prefix_kv
+    ]
     cache = DynamicCache(ddp_cache_data=empty)
     for layer, (k, v) in zip(cache.layers, prefix_kv, strict=True):
         layer.keys = k.expand(rows, -1, -1, -1)
         layer.values = v.expand(rows, -1, -1, -1)
     if cache.get_seq_length() != prefix_kv[0][0].shape[-2]:  # a transformers version with other internals
-        cache = DynamicCache(ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in prefix_kv])
+        cache = DynamicCache(
+            ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in prefix_kv]
+        )
     return cache
 
 
@@ -125,7 +131,9 @@ class LLMTeacher:
         if label_space is None:
             raise TeacherError("LLMTeacher needs a label space; fix: pass label_space=LabelSpace([...])")
         if batch_size < 1:
-            raise TeacherError(f"batch_size must be at least 1, got {batch_size}; fix: pass a positive batch size")
+            raise TeacherError(
+                f"batch_size must be at least 1, got {batch_size}; fix: pass a positive batch size"
+            )
         self.label_space = label_space
         self.mode: Mode = mode
         self.batch_size = batch_size
@@ -230,7 +238,9 @@ class LLMTeacher:
             prefix_kv = self._ensure_prefix()
             ids, mask, lengths = self._right_pad(suffixes)
             prefix_len = prefix_kv[0][0].shape[-2]
-            full_mask = torch.cat([torch.ones(len(suffixes), prefix_len, dtype=torch.long, device=self.device), mask], 1)
+            full_mask = torch.cat(
+                [torch.ones(len(suffixes), prefix_len, dtype=torch.long, device=self.device), mask], 1
+            )
             cache = _expanded_cache(prefix_kv, len(suffixes))
             last = lengths - 1
         else:
@@ -239,7 +249,10 @@ class LLMTeacher:
         # Only the positions that some row reads go through the LM head (logits_to_keep).
         keep = torch.unique(last)
         out = self.model(
-            input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=keep_cache,
+            input_ids=ids,
+            attention_mask=full_mask,
+            past_key_values=cache,
+            use_cache=keep_cache,
             logits_to_keep=keep.to(self.device),
         )
         self._count(int(lengths.sum()), int(ids.numel()))
@@ -296,7 +309,10 @@ class LLMTeacher:
         for r, suffix in enumerate(suffixes):
             context = prefix_len + len(suffix)
             # This row's cache without the suffix padding after its last real token.
-            row_kv = [(layer.keys[r : r + 1, :, :context], layer.values[r : r + 1, :, :context]) for layer in cache.layers]
+            row_kv = [
+                (layer.keys[r : r + 1, :, :context], layer.values[r : r + 1, :, :context])
+                for layer in cache.layers
+            ]
             totals = torch.zeros(n_labels, dtype=torch.float64)
             chunk = self._rows_per_call(context + max(len(a) for a in answers), n_labels)
             for lo in range(0, n_labels, chunk):
@@ -304,9 +320,13 @@ class LLMTeacher:
                 # Feed all answer tokens but the last; their logits predict tokens 2..m.
                 heads = [answers[j][:-1] or [answers[j][0]] for j in group]
                 ids, mask, lengths = self._right_pad(heads)
-                full_mask = torch.cat([torch.ones(len(group), context, dtype=torch.long, device=self.device), mask], 1)
+                full_mask = torch.cat(
+                    [torch.ones(len(group), context, dtype=torch.long, device=self.device), mask], 1
+                )
                 out = self.model(
-                    input_ids=ids, attention_mask=full_mask, past_key_values=_expanded_cache(row_kv, len(group)),
+                    input_ids=ids,
+                    attention_mask=full_mask,
+                    past_key_values=_expanded_cache(row_kv, len(group)),
                     use_cache=False,
                 )
                 self._count(int(lengths.sum()), int(ids.numel()))

@@ -26,6 +26,7 @@ import itertools
 import json
 import re
 import string
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -39,17 +40,60 @@ Mode = Literal["codes", "label_text"]
 Format = Literal["auto", "chat", "plain"]
 CodeStyle = Literal["mnemonic", "sequential"]
 
-DEFAULT_INSTRUCTION = (
-    "Classify the user's message into exactly one of the intents listed below."
-)
+DEFAULT_INSTRUCTION = "Classify the user's message into exactly one of the intents listed below."
 _CODES_RULE = "Each intent has a two-letter code. Reply with the code of the best intent and nothing else."
 _TEXT_RULE = "Reply with the name of the best intent and nothing else."
 
 # Two-letter codes that are common English words or abbreviations: the model has strong priors on them
 # that have nothing to do with the label list, so they are never used as codes.
 _CODE_STOPLIST = frozenset(
-    "AM AN AS AT BE BY DO GO HE HI IF IN IS IT ME MY NO OF OH OK ON OR SO TO UP US WE "
-    "ID PM AI TV PC UK EU UN VS OS IO EX YE YO OX AX MA PA".split()
+    [
+        "AM",
+        "AN",
+        "AS",
+        "AT",
+        "BE",
+        "BY",
+        "DO",
+        "GO",
+        "HE",
+        "HI",
+        "IF",
+        "IN",
+        "IS",
+        "IT",
+        "ME",
+        "MY",
+        "NO",
+        "OF",
+        "OH",
+        "OK",
+        "ON",
+        "OR",
+        "SO",
+        "TO",
+        "UP",
+        "US",
+        "WE",
+        "ID",
+        "PM",
+        "AI",
+        "TV",
+        "PC",
+        "UK",
+        "EU",
+        "UN",
+        "VS",
+        "OS",
+        "IO",
+        "EX",
+        "YE",
+        "YO",
+        "OX",
+        "AX",
+        "MA",
+        "PA",
+    ]
 )
 _SENTINEL = "\u0000RATIONALIGN_UTTERANCE\u0000"
 
@@ -102,12 +146,27 @@ def _single_token(tokenizer, cue: str, piece: str) -> int | None:
     return None
 
 
+# tokenizer -> {(cue, answer_prefix): pool}: building a pool costs ~1,300 tokenizer calls.
+_POOLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def code_pool(tokenizer, cue: str, answer_prefix: str) -> list[tuple[str, int]]:
     """All usable two-capital-letter codes, in alphabetical order, with their token ids.
 
     A code is usable when ``answer_prefix + code`` is one token right after ``cue`` (the exact end of the
     prompt), is not a common word (stop list), and has a token id distinct from every other code.
     """
+    try:
+        memo = _POOLS.setdefault(tokenizer, {})
+    except TypeError:  # not weak-referenceable: no memo
+        memo = {}
+    key = (cue, answer_prefix)
+    if key not in memo:
+        memo[key] = _code_pool(tokenizer, cue, answer_prefix)
+    return list(memo[key])
+
+
+def _code_pool(tokenizer, cue: str, answer_prefix: str) -> list[tuple[str, int]]:
     pool: list[tuple[str, int]] = []
     seen: set[int] = set()
     for a, b in itertools.product(string.ascii_uppercase, repeat=2):
@@ -279,7 +338,9 @@ class PromptBuilder:
         if format == "auto":
             format = "chat" if getattr(tokenizer, "chat_template", None) else "plain"
         if format == "chat" and not getattr(tokenizer, "chat_template", None):
-            raise TeacherError("format='chat' but the tokenizer has no chat template; fix: use format='plain'")
+            raise TeacherError(
+                "format='chat' but the tokenizer has no chat template; fix: use format='plain'"
+            )
         self.tokenizer = tokenizer
         self.label_space = label_space
         self.mode: Mode = mode
@@ -350,7 +411,9 @@ class PromptBuilder:
     def _check_boundary(self, built: BuiltPrompt) -> None:
         probe = "how do I check my balance?"
         ids = encode_prompt_start(self.tokenizer, built.full(probe))
-        split = encode_prompt_start(self.tokenizer, built.prefix) + _encode(self.tokenizer, built.suffix(probe))
+        split = encode_prompt_start(self.tokenizer, built.prefix) + _encode(
+            self.tokenizer, built.suffix(probe)
+        )
         if ids != split:
             raise TeacherError(
                 "the prompt's prefix and suffix do not tokenize independently with this tokenizer; "

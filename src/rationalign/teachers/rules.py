@@ -59,15 +59,23 @@ class RuleSet:
         for rule in self.rules:
             if not rule.patterns:
                 raise TeacherSpecError(
-                    located(source or "rules", rule.line, f"rule for {rule.label!r} has no patterns",
-                            "give it a 'patterns' list of regular expressions")
+                    located(
+                        source or "rules",
+                        rule.line,
+                        f"rule for {rule.label!r} has no patterns",
+                        "give it a 'patterns' list of regular expressions",
+                    )
                 )
             try:
                 self._compiled.append((rule.label, rule.compiled()))
             except re.error as err:
                 raise TeacherSpecError(
-                    located(source or "rules", rule.line, f"bad regular expression for {rule.label!r}: {err}",
-                            "fix the pattern (YAML single quotes keep backslashes)")
+                    located(
+                        source or "rules",
+                        rule.line,
+                        f"bad regular expression for {rule.label!r}: {err}",
+                        "fix the pattern (YAML single quotes keep backslashes)",
+                    )
                 ) from None
 
     # ------------------------------------------------------------------------------------ loading
@@ -81,27 +89,48 @@ class RuleSet:
             root = yaml.compose(text)  # nodes keep their line numbers
         except yaml.YAMLError as err:
             line = err.problem_mark.line + 1 if getattr(err, "problem_mark", None) else None
-            raise TeacherSpecError(located(path, line, f"not valid YAML ({getattr(err, 'problem', err)})",
-                                           "fix the syntax")) from None
+            raise TeacherSpecError(
+                located(path, line, f"not valid YAML ({getattr(err, 'problem', err)})", "fix the syntax")
+            ) from None
         if not isinstance(root, yaml.MappingNode):
-            raise TeacherSpecError(located(path, 1, "expected a mapping with a 'rules' list",
-                                           "write 'rules:' then '- label: ... patterns: [...]' items"))
+            raise TeacherSpecError(
+                located(
+                    path,
+                    1,
+                    "expected a mapping with a 'rules' list",
+                    "write 'rules:' then '- label: ... patterns: [...]' items",
+                )
+            )
         top = {k.value: v for k, v in root.value}
         unknown = sorted(set(top) - {"epsilon", "rules"})
         if unknown:
-            raise TeacherSpecError(located(path, root.start_mark.line + 1, f"unknown keys {unknown}",
-                                           "use only 'epsilon' and 'rules'"))
+            raise TeacherSpecError(
+                located(
+                    path,
+                    root.start_mark.line + 1,
+                    f"unknown keys {unknown}",
+                    "use only 'epsilon' and 'rules'",
+                )
+            )
         epsilon = 0.05
         if "epsilon" in top:
             try:
                 epsilon = float(yaml.safe_load(yaml.serialize(top["epsilon"])))
             except (TypeError, ValueError):
-                raise TeacherSpecError(located(path, top["epsilon"].start_mark.line + 1, "epsilon is not a number",
-                                               "write e.g. 'epsilon: 0.05'")) from None
+                raise TeacherSpecError(
+                    located(
+                        path,
+                        top["epsilon"].start_mark.line + 1,
+                        "epsilon is not a number",
+                        "write e.g. 'epsilon: 0.05'",
+                    )
+                ) from None
         rules_node = top.get("rules")
         if not isinstance(rules_node, yaml.SequenceNode):
             line = rules_node.start_mark.line + 1 if rules_node is not None else 1
-            raise TeacherSpecError(located(path, line, "'rules' must be a list", "write '- label: ...' items"))
+            raise TeacherSpecError(
+                located(path, line, "'rules' must be a list", "write '- label: ...' items")
+            )
         rules = [cls._rule(path, node, label_space) for node in rules_node.value]
         return cls(rules, epsilon, str(path))
 
@@ -110,30 +139,54 @@ class RuleSet:
         line = node.start_mark.line + 1
         data = yaml.safe_load(yaml.serialize(node))
         if not isinstance(data, dict) or not isinstance(data.get("label"), str):
-            raise TeacherSpecError(located(path, line, "a rule needs a 'label' string",
-                                           "write '- label: <name>' with 'patterns: [...]'"))
+            raise TeacherSpecError(
+                located(
+                    path,
+                    line,
+                    "a rule needs a 'label' string",
+                    "write '- label: <name>' with 'patterns: [...]'",
+                )
+            )
         unknown = sorted(set(data) - {"label", "patterns", "case_sensitive"})
         if unknown:
-            raise TeacherSpecError(located(path, line, f"unknown rule keys {unknown}",
-                                           "use label, patterns, case_sensitive"))
+            raise TeacherSpecError(
+                located(path, line, f"unknown rule keys {unknown}", "use label, patterns, case_sensitive")
+            )
         patterns = data.get("patterns")
         if isinstance(patterns, str):
             patterns = [patterns]
         if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
-            raise TeacherSpecError(located(path, line, f"rule for {data['label']!r}: 'patterns' must be a list of strings",
-                                           "write patterns: ['regex', ...]"))
+            raise TeacherSpecError(
+                located(
+                    path,
+                    line,
+                    f"rule for {data['label']!r}: 'patterns' must be a list of strings",
+                    "write patterns: ['regex', ...]",
+                )
+            )
         if label_space is not None and data["label"] not in label_space:
-            raise TeacherSpecError(located(path, line, f"label {data['label']!r} is not in the label space "
-                                           f"({len(label_space)} labels)", "use one of the data set's labels"))
+            raise TeacherSpecError(
+                located(
+                    path,
+                    line,
+                    f"label {data['label']!r} is not in the label space ({len(label_space)} labels)",
+                    "use one of the data set's labels",
+                )
+            )
         return Rule(data["label"], tuple(patterns), bool(data.get("case_sensitive", False)), line)
 
     # ------------------------------------------------------------------------------------ applying
     def check(self, label_space: LabelSpace) -> None:
         for rule in self.rules:
             if rule.label not in label_space:
-                raise TeacherError(located(self.source or "rules", rule.line,
-                                           f"rule label {rule.label!r} is not in the teacher's label space",
-                                           "use one of the data set's labels"))
+                raise TeacherError(
+                    located(
+                        self.source or "rules",
+                        rule.line,
+                        f"rule label {rule.label!r} is not in the teacher's label space",
+                        "use one of the data set's labels",
+                    )
+                )
 
     def match(self, text: str) -> str | None:
         for label, patterns in self._compiled:
@@ -141,7 +194,9 @@ class RuleSet:
                 return label
         return None
 
-    def apply(self, texts: Sequence[str], probs: np.ndarray, label_space: LabelSpace) -> tuple[np.ndarray, np.ndarray]:
+    def apply(
+        self, texts: Sequence[str], probs: np.ndarray, label_space: LabelSpace
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Return (probs with rule hits overridden, boolean hit mask)."""
         self.check(label_space)
         out = np.array(probs, dtype=np.float64, copy=True)
@@ -168,7 +223,10 @@ class RuleSet:
 
     @property
     def fingerprint(self) -> str:
-        spec = {"epsilon": self.epsilon, "rules": [[r.label, list(r.patterns), r.case_sensitive] for r in self.rules]}
+        spec = {
+            "epsilon": self.epsilon,
+            "rules": [[r.label, list(r.patterns), r.case_sensitive] for r in self.rules],
+        }
         return hashlib.sha256(json.dumps(spec).encode()).hexdigest()
 
     def __len__(self) -> int:

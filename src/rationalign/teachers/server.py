@@ -94,7 +94,9 @@ class _Engine:
             except ValueError:
                 raise ValueError(f"logit_bias keys must be token ids, got {key!r}") from None
             if not 0 <= tid < self.vocab_size:
-                raise ValueError(f"logit_bias token id {tid} is outside the vocabulary (0..{self.vocab_size - 1})")
+                raise ValueError(
+                    f"logit_bias token id {tid} is outside the vocabulary (0..{self.vocab_size - 1})"
+                )
             bias[tid] = float(value)
         return bias.to(self.device)
 
@@ -183,8 +185,14 @@ class _Engine:
             mask[i, : len(e)] = 1
         last = torch.tensor([len(e) - 1 for e in encoded])
         keep = torch.unique(last)
-        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), logits_to_keep=keep.to(self.device))
-        logits = out.logits[torch.arange(len(encoded)), torch.searchsorted(keep, last).to(self.device)].float()
+        out = self.model(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            logits_to_keep=keep.to(self.device),
+        )
+        logits = out.logits[
+            torch.arange(len(encoded)), torch.searchsorted(keep, last).to(self.device)
+        ].float()
         if bias is not None:
             logits = logits + bias
         return list(torch.log_softmax(logits, dim=-1))
@@ -213,8 +221,10 @@ class _Engine:
 
 def _engine_for(teacher_or_model: Any, tokenizer: Any, name: str | None, device: str) -> _Engine:
     # An LLMTeacher (duck-typed to avoid importing torch-heavy modules twice): reuse its model and tokenizer.
-    if hasattr(teacher_or_model, "model") and hasattr(teacher_or_model, "tokenizer") and not isinstance(
-        teacher_or_model, PreTrainedModel
+    if (
+        hasattr(teacher_or_model, "model")
+        and hasattr(teacher_or_model, "tokenizer")
+        and not isinstance(teacher_or_model, PreTrainedModel)
     ):
         model = teacher_or_model.model
         tokenizer = teacher_or_model.tokenizer
@@ -233,7 +243,11 @@ def _engine_for(teacher_or_model: Any, tokenizer: Any, name: str | None, device:
 
 
 def create_app(
-    teacher_or_model: Any = "smollm2-135m", *, tokenizer: Any = None, model_name: str | None = None, device: str = "cpu"
+    teacher_or_model: Any = "smollm2-135m",
+    *,
+    tokenizer: Any = None,
+    model_name: str | None = None,
+    device: str = "cpu",
 ) -> FastAPI:
     """A FastAPI app serving ``/v1/completions`` and ``/v1/models`` over an ``LLMTeacher``'s model, a loaded
     causal LM (with ``tokenizer``), or a shipped name / local folder."""
@@ -248,8 +262,11 @@ def create_app(
     @app.post("/v1/completions")
     def completions(req: CompletionRequest):
         if req.model is not None and req.model != engine.name:
-            return _error(404, f"model {req.model!r} is not served here; this server serves {engine.name!r}",
-                          "not_found_error")
+            return _error(
+                404,
+                f"model {req.model!r} is not served here; this server serves {engine.name!r}",
+                "not_found_error",
+            )
         if req.echo:
             return _error(400, "echo=true is not supported")
         try:
@@ -287,7 +304,9 @@ class RunningServer:
         self.stop()
 
 
-def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, startup_timeout: float = 30.0) -> RunningServer:
+def serve_in_thread(
+    app: Any, host: str = "127.0.0.1", port: int = 0, startup_timeout: float = 30.0
+) -> RunningServer:
     """Start uvicorn for ``app`` on ``host:port`` (0 = a free port) in a daemon thread; return once it
     accepts connections. Stop it with ``.stop()`` or use it as a context manager."""
     import uvicorn
@@ -298,13 +317,17 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, startup_ti
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="rationalign-llm-server")
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="rationalign-llm-server"
+    )
     thread.start()
     deadline = time.monotonic() + startup_timeout
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             server.should_exit = True
-            raise TeacherError(f"http://{host}:{bound_port}: the server did not start; fix: see the log above")
+            raise TeacherError(
+                f"http://{host}:{bound_port}: the server did not start; fix: see the log above"
+            )
         time.sleep(0.02)
     return RunningServer(server, thread, host, bound_port)
 
@@ -334,6 +357,8 @@ class FaultInjector:
         self.slow_seconds = slow_seconds
         self.lock = threading.Lock()
         self.log: list[tuple[str, float]] = []  # (fault served, monotonic time)
+        self.in_flight = 0
+        self.max_in_flight = 0  # most POST requests handled at once (checks a client's concurrency limit)
 
     def _next(self) -> str:
         with self.lock:
@@ -346,6 +371,16 @@ class FaultInjector:
             await self.app(scope, receive, send)
             return
         fault = self._next()
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await self._serve(fault, scope, receive, send)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    async def _serve(self, fault: str, scope, receive, send) -> None:
         if fault in ("500", "503", "429"):
             status = int(fault)
             body = json.dumps({"error": {"message": f"injected {status}", "type": "server_error"}}).encode()
@@ -357,8 +392,16 @@ class FaultInjector:
             return
         if fault == "garbage":
             body = b"<html>502 Bad Gateway</html>"
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             return
         if fault == "slow":
@@ -406,7 +449,9 @@ class FaultInjectingServer:
     slow_seconds: float = 2.0
 
     def __post_init__(self) -> None:
-        self.injector = FaultInjector(self.app, self.faults, retry_after=self.retry_after, slow_seconds=self.slow_seconds)
+        self.injector = FaultInjector(
+            self.app, self.faults, retry_after=self.retry_after, slow_seconds=self.slow_seconds
+        )
         self._running: RunningServer | None = None
 
     def start(self) -> FaultInjectingServer:
@@ -424,6 +469,10 @@ class FaultInjectingServer:
         """The faults (or ``ok``) served so far, in order: one per POST request received."""
         return [f for f, _ in self.injector.log]
 
+    @property
+    def max_in_flight(self) -> int:
+        return self.injector.max_in_flight
+
     def stop(self) -> None:
         if self._running is not None:
             self._running.stop()
@@ -437,7 +486,9 @@ class FaultInjectingServer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="OpenAI-compatible /v1/completions server over a local causal LM")
+    parser = argparse.ArgumentParser(
+        description="OpenAI-compatible /v1/completions server over a local causal LM"
+    )
     parser.add_argument("--model", default="smollm2-135m", help="shipped name or local HF folder")
     parser.add_argument("--name", default=None, help="model id clients must send (default: --model)")
     parser.add_argument("--host", default="127.0.0.1")

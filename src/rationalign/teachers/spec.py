@@ -91,7 +91,9 @@ HTTP_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
 _TYPE_NAMES = {_as_int: "an integer", float: "a number", _as_bool: "true or false", str: "a string"}
 
 
-def _options(spec: str, query: str, table: dict[str, tuple[str, Callable[[str], Any]]]) -> tuple[dict, str | None]:
+def _options(
+    spec: str, query: str, table: dict[str, tuple[str, Callable[[str], Any]]]
+) -> tuple[dict, str | None]:
     kwargs: dict[str, Any] = {}
     examples: str | None = None
     if not query:
@@ -99,7 +101,9 @@ def _options(spec: str, query: str, table: dict[str, tuple[str, Callable[[str], 
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
     except ValueError:
-        raise _fail(spec, f"cannot parse the options {query!r}", "write key=value pairs joined by '&'") from None
+        raise _fail(
+            spec, f"cannot parse the options {query!r}", "write key=value pairs joined by '&'"
+        ) from None
     for key, value in pairs:
         if key == "examples":
             examples = value
@@ -111,7 +115,9 @@ def _options(spec: str, query: str, table: dict[str, tuple[str, Callable[[str], 
             kwargs[name] = convert(value)
         except ValueError:
             expected = _TYPE_NAMES.get(convert, getattr(convert, "__name__", "valid"))
-            raise _fail(spec, f"option {key}={value!r} is not {expected}", f"give {key} as {expected}") from None
+            raise _fail(
+                spec, f"option {key}={value!r} is not {expected}", f"give {key} as {expected}"
+            ) from None
     return kwargs, examples
 
 
@@ -148,20 +154,27 @@ def load_teacher(
         try:
             teacher: Any = ClassifierTeacher(rest)
         except OSError as err:
-            raise _fail(spec, f"cannot load the model ({err})", "pass a folder written by `rationalign train`") from None
+            raise _fail(
+                spec, f"cannot load the model ({err})", "pass a folder written by `rationalign train`"
+            ) from None
         _check_space(spec, teacher, label_space)
         return teacher
 
     target, _, query = rest.partition("?")
     if label_space is None:
-        raise _fail(spec, "an LLM teacher needs the label space", "load the data first and pass its LabelSpace")
+        raise _fail(
+            spec, "an LLM teacher needs the label space", "load the data first and pass its LabelSpace"
+        )
     table = LLM_OPTIONS if kind == "llm" else HTTP_OPTIONS
     kwargs, examples_source = _options(spec, query, table)
     pool = _load_examples(spec, examples_source) if examples_source else examples
     wants_examples = "shots" in kwargs or "example_budget" in kwargs
     if wants_examples and pool is None:
-        raise _fail(spec, "shots/budget given but no examples to draw from",
-                    "add examples=<data file or name> to the spec, e.g. &examples=banking77/train_10")
+        raise _fail(
+            spec,
+            "shots/budget given but no examples to draw from",
+            "add examples=<data file or name> to the spec, e.g. &examples=banking77/train_10",
+        )
     if pool is not None and wants_examples:
         kwargs["examples"] = pool
     if kind == "llm":
@@ -173,7 +186,9 @@ def load_teacher(
 
     model = kwargs.pop("model", None)
     if not model:
-        raise _fail(spec, "no model id", "add ?model=<id the server serves> (GET <base_url>/models lists them)")
+        raise _fail(
+            spec, "no model id", "add ?model=<id the server serves> (GET <base_url>/models lists them)"
+        )
     env = kwargs.pop("api_key_env", None)
     if env is not None:
         if env not in os.environ:
