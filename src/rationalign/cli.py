@@ -249,23 +249,40 @@ def models() -> None:
 
 @app.command()
 def demo(
-    data: Annotated[str, typer.Option(help="Dataset folder or name.")] = "banking77",
+    data: Annotated[
+        str, typer.Option(help="Dataset folder or name (with train_10, valid and test splits).")
+    ] = "banking77",
     out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/demo"),
     config: ConfigOpt = Path(__file__).parent / "configs" / "demo.yaml",
     sets: SetOpt = None,
 ) -> None:
-    """The main job end to end: train a student, evaluate it on test, explain a few predictions."""
-    from rationalign.training.run import train_run
+    """The main job end to end: teacher -> priors -> aligned student -> evaluation -> HTML report."""
+    from rationalign.config import apply_overrides, build, load_yaml, set_dotted
+    from rationalign.pipeline import DistillRunConfig, distill_run
+    from rationalign.report.html import build_report
 
-    cfg = _run_config(config, {"data.path": data, "output_dir": str(out)}, sets)
-    console.rule("[bold]1/2 train the student")
-    result = train_run(cfg, resume=(out / "checkpoint").exists())
-    console.rule("[bold]2/2 evaluate and predict")
-    if result.test is not None:
-        console.print(f"test accuracy {result.test.accuracy:.4f}   macro-F1 {result.test.macro_f1:.4f}")
-        for p in result.test.most_confused[:5]:
-            console.print(f"  confused: {p.true_label} -> {p.predicted_label} ({p.count})")
-    console.print(f"model: {result.model_dir}   manifest: {result.run_dir / 'manifest.json'}")
+    raw = load_yaml(config) if config else {}
+    set_dotted(raw, "data.path", data)
+    set_dotted(raw, "output_dir", str(out))
+    if (raw.get("teacher") or {}).get("dir"):
+        set_dotted(raw, "teacher.dir", str(out / "teacher"))
+    if (raw.get("priors") or {}).get("store"):
+        set_dotted(raw, "priors.store", str(out / "priors.sqlite"))
+    cfg = build(DistillRunConfig, apply_overrides(raw, sets or []), str(config))
+    result = distill_run(cfg)
+    metrics = result.manifest["metrics"]
+    console.rule("[bold]result")
+    console.print(
+        f"test accuracy {metrics.get('test_accuracy', float('nan')):.4f}   "
+        f"macro-F1 {metrics.get('test_macro_f1', float('nan')):.4f}"
+    )
+    adversarial = (metrics.get("suite") or {}).get("adversarial", {}).get("all")
+    if adversarial and adversarial.get("n_examples"):
+        console.print(f"adversarial accuracy {adversarial['accuracy']:.4f} (drop {adversarial['drop']:.4f})")
+    report = build_report([result.run_dir], result.run_dir / "report.html")
+    console.print(f"student: {result.model_dir}")
+    console.print(f"report:  {report}  (open it in a browser)")
+    console.print(f"serve:   rationalign serve {result.model_dir}   -> http://127.0.0.1:8000")
 
 
 def _register_stage_commands() -> None:
