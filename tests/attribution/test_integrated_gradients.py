@@ -193,3 +193,21 @@ def test_rejects_bad_targets_and_handles_empty(tiny_models):
         IntegratedGradients(tiny_models["bert"], output="softmax")
     (att,) = ig.attribute(["?!"], [0])
     assert att.words == ["?", "!"] and np.isfinite(att.scores).all()
+
+
+def test_bfloat16_autocast_stays_close_to_float32(tiny_models, sample_texts, bag_model):
+    clf = tiny_models["mpnet"]
+    fp32 = IntegratedGradients(clf, n_steps=8).attribute(sample_texts, [0, 1, 2, 0])
+    bf16 = IntegratedGradients(clf, n_steps=8, precision="bfloat16").attribute(sample_texts, [0, 1, 2, 0])
+    for a, b in zip(fp32, bf16, strict=True):
+        assert b.meta["precision"] == "bfloat16" and b.scores.dtype == np.float64
+        assert not np.array_equal(a.scores, b.scores)  # it really ran in lower precision
+        if len(a.scores) > 1:
+            assert np.corrcoef(a.scores, b.scores)[0, 1] > 0.9
+    model, tokenizer = bag_model
+    (att,) = IntegratedGradients(model, tokenizer, precision="bfloat16", max_length=32).attribute(
+        ["I need a refund for my card"], [1]
+    )
+    assert att.top(1)[0][0] == "refund"
+    with pytest.raises(ValueError, match="precision"):
+        IntegratedGradients(clf, precision="float16")

@@ -162,6 +162,12 @@ def test_suite_errors(tmp_path, tiny_classifier, data_dir, model_dir):
         evaluate_suite(tmp_path, str(data_dir))
     with pytest.raises(ModelError, match="not a classifier"):
         evaluate_suite(object(), str(data_dir))
+    from rationalign.data.types import LabelSpace
+
+    headless = type(tiny_classifier).tiny(tiny_classifier.label_space, arch="bert", seed=0)
+    headless.label_space = LabelSpace([*tiny_classifier.label_space.names, "extra_intent"])  # 5 names, 4 logits
+    with pytest.raises(ModelError, match="4 logits for 5 labels"):
+        evaluate_suite(headless, str(data_dir), stability=False, limit=1)
     bad_attack = AttackSet(
         [AdversarialExample("a", "b", "unknown_label", ((0, "a", "b"),), "synonym", 1.0, 0, 0)],
         "x",

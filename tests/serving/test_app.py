@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -12,7 +13,6 @@ import httpx
 import numpy as np
 import pytest
 import typer
-from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
@@ -23,6 +23,10 @@ from rationalign.errors import ConfigError, ModelError, RationalignError
 from rationalign.models.classifier import IntentClassifier
 from rationalign.serving.app import background_server, create_app
 from rationalign.serving.commands import register
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # starlette's note about httpx vs httpx2
+    from fastapi.testclient import TestClient
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

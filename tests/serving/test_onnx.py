@@ -217,12 +217,12 @@ def test_int8_agrees_with_torch_on_a_real_size_model(tmp_path, datasets_dir):
     model = clf.save(tmp_path / "minilm")
     result = export_onnx(model, tmp_path / "export", int8=True)
     texts = list(test.texts)[::20]  # 154 of the 3080 test utterances
-    want = clf.logits(texts).numpy()
     fp32 = OnnxBackend(tmp_path / "export").logits(texts)
     int8 = OnnxBackend(tmp_path / "export", int8=True).logits(texts)
-    assert np.abs(fp32 - want).max() < 1e-4
-    agreement = float((int8.argmax(1) == want.argmax(1)).mean())
-    print(f"int8 argmax agreement with torch on {len(texts)} Banking77 test texts: {agreement:.3f}")
+    # fp32 ONNX is PyTorch (checked on a slice, to keep this test short); int8 is compared with it.
+    np.testing.assert_allclose(fp32[:24], clf.logits(texts[:24]).numpy(), atol=1e-4, rtol=0)
+    agreement = float((int8.argmax(1) == fp32.argmax(1)).mean())
+    print(f"int8 argmax agreement with fp32/torch on {len(texts)} Banking77 test texts: {agreement:.3f}")
     assert agreement >= 0.9
     assert (
         result.int8_path is not None

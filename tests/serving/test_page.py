@@ -70,8 +70,10 @@ class DevTools:
 
     def wait_for(self, expression: str, timeout_s: float = 20.0):
         deadline = time.monotonic() + timeout_s
+        # During navigation the old document (or none) answers: "not there yet" is not a failure.
+        guarded = f"(() => {{ try {{ return ({expression}); }} catch (err) {{ return false; }} }})()"
         while time.monotonic() < deadline:
-            value = self.evaluate(expression)
+            value = self.evaluate(guarded)
             if value:
                 return value
             time.sleep(0.05)

@@ -218,3 +218,12 @@ def test_real_smollm2_prefix_cache_and_both_modes(small_space, texts):
     np.testing.assert_allclose(probs, _reference_codes(teacher, texts[:3]), atol=1e-4, rtol=0)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-9)
     assert teacher.cost.forward_passes == 2
+
+
+def test_very_long_utterances_are_clipped(tiny_llm_dir, small_space, smollm_tokenizer):
+    teacher = LLMTeacher(tiny_llm_dir, small_space, tokenizer=smollm_tokenizer, max_text_tokens=32)
+    long = "my card " * 3000
+    assert len(teacher.suffix_ids(long)) < 60
+    np.testing.assert_allclose(
+        teacher.predict_proba([long]), teacher.predict_proba(["my card " * 16]), atol=1e-6
+    )

@@ -147,3 +147,13 @@ def test_bad_mode_and_format_are_clear_errors(smollm_tokenizer, small_space):
         PromptBuilder(smollm_tokenizer, small_space, mode="logits")
     with pytest.raises(TeacherError, match="unknown prompt format"):
         PromptBuilder(smollm_tokenizer, small_space, format="markdown")
+
+
+def test_clip_text_cuts_long_utterances_at_a_token_boundary(smollm_tokenizer):
+    from rationalign.teachers.prompt import clip_text
+
+    assert clip_text(smollm_tokenizer, "short text", 256) == "short text"
+    long = " ".join(f"word{i}" for i in range(500))
+    cut = clip_text(smollm_tokenizer, long, 50)
+    assert long.startswith(cut) and len(_ids(smollm_tokenizer, cut)) == 50
+    assert clip_text(smollm_tokenizer, long, None) == long

@@ -17,6 +17,7 @@ from rationalign.attribution.integrated_gradients import (
     OUTPUTS,
     ModelHandle,
     Output,
+    Precision,
     check_targets,
     eval_mode,
     length_order,
@@ -35,6 +36,7 @@ def gradient_x_input_tokens(
     *,
     output: Output = "logprob",
     create_graph: bool = False,
+    precision: Precision = "float32",
 ) -> torch.Tensor:
     """Token scores ``[B, T]``: embeddings times the gradient of the target output, summed over hidden."""
     # Integrated gradients from a zero baseline with one step at alpha = 1 is exactly gradient x input.
@@ -50,6 +52,7 @@ def gradient_x_input_tokens(
         internal_batch=input_ids.shape[0],
         create_graph=create_graph,
         endpoints=False,
+        precision=precision,
     )
     return result.token_scores
 
@@ -67,10 +70,12 @@ class GradientXInput:
         output: Output = "logprob",
         batch_size: int = 64,
         max_length: int | None = None,
+        precision: Precision = "float32",
     ):
         if output not in OUTPUTS:
             raise ValueError(f"unknown output {output!r}; choose one of {OUTPUTS}")
         self.handle = resolve_model(clf_or_model, tokenizer, max_length)
+        self.precision = precision
         self.output = output
         self.batch_size = int(batch_size)
 
@@ -92,10 +97,15 @@ class GradientXInput:
                     inputs["attention_mask"],
                     torch.tensor([targets[i] for i in idx]),
                     output=self.output,
+                    precision=self.precision,
                 )
                 words = words_from_tokens(tokens, alignments, h.tokenizer.padding_side)
                 for j, i in enumerate(idx):
                     results[i] = WordAttribution(
-                        alignments[j].words, words[j], self.name, targets[i], meta={"output": self.output}
+                        alignments[j].words,
+                        words[j],
+                        self.name,
+                        targets[i],
+                        meta={"output": self.output, "precision": self.precision},
                     )
         return results  # type: ignore[return-value]

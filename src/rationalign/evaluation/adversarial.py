@@ -555,7 +555,8 @@ class ConfusableKeywordSwap:
 
     ``reference``: a :class:`ReferenceValidator` (teacher) deciding validity (default threshold 0.5).
     Without it, a heuristic: the replaced and the inserted word must both be shared between the two
-    classes (``sharedness >= min_sharedness``), have the same surface inflection, and, when a
+    classes (``sharedness >= min_sharedness``), have the same surface inflection, not be the same word in
+    another form or a near-spelling, fit the old word's guessed part of speech (with ``wordnet``), and, when a
     ``similarity`` validator is given, be similar as isolated words (cosine >= ``min_word_similarity``);
     validity is then the sentence similarity (threshold 0.85), else the smaller sharedness."""
 
@@ -611,11 +612,26 @@ class ConfusableKeywordSwap:
         }
 
     def _related(self, a: str, b: str) -> bool:
-        """Same word up to inflection (alarm / alarms): not a keyword swap."""
+        """The same word in another form (alarm / alarms, verify / verification) or a near-spelling
+        (fee / free): not a keyword swap."""
         a, b = a.lower(), b.lower()
         if a == b or a.startswith(b) or b.startswith(a):
             return True
+        prefix = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+        if prefix >= max(4, min(len(a), len(b)) - 2):
+            return True
+        if difflib.SequenceMatcher(a=a, b=b).ratio() >= 0.8:
+            return True
         return self.wordnet.is_inflection_of(a, b) if self.wordnet is not None else False
+
+    def _pos_fits(self, words: Sequence[str], position: int, new: str) -> bool:
+        """With WordNet: the new word can take the part of speech the old word has here (``how long`` ->
+        not ``how wait``). Words WordNet does not know are let through."""
+        if self.wordnet is None:
+            return True
+        guessed = self.wordnet.guess_pos(words, position)
+        tags = [t for t in ("n", "v", "a", "r") if self.wordnet.morphy(new, t)]
+        return not guessed or not tags or guessed[0] in tags
 
     def _options(self, examples: Sequence[Example]) -> list[tuple[int, int, str, float]]:
         """(example index, position, new word, smaller sharedness) for every allowed swap."""
@@ -643,6 +659,8 @@ class ConfusableKeywordSwap:
                     continue
                 for new in pool:
                     if self._related(old, new) or not is_content_word(new, self.stopwords):
+                        continue
+                    if self.reference is None and not self._pos_fits(words, p, new):
                         continue
                     new_shared = self.stats.sharedness(new, example.label, other)
                     if self.reference is None and (

@@ -412,6 +412,12 @@ def evaluate_suite(
     clf, model_dir = _load_model(model)
     if store_calibration and model_dir is None:
         raise ConfigError("store_calibration needs the model folder; fix: pass the model as a path")
+    n_outputs = getattr(getattr(clf.model, "config", None), "num_labels", None)
+    if n_outputs is not None and n_outputs != len(clf.label_space):
+        raise ModelError(
+            f"the model has {n_outputs} logits for {len(clf.label_space)} labels; fix: use a model whose "
+            "classification head covers its label space (re-save it with `rationalign train`)"
+        )
     suite_data = resolve_suite_data(data, split, ood)
     test = suite_data.test
     if len(test) == 0:
@@ -427,11 +433,6 @@ def evaluate_suite(
     # 1. clean
     t0 = time.perf_counter()
     test_logits = clf.logits(test.texts, batch_size).numpy().astype(np.float64)
-    if test_logits.shape[1] != len(labels):
-        raise ModelError(
-            f"the model outputs {test_logits.shape[1]} logits for {len(labels)} labels; fix: retrain or "
-            "re-save the model with a classification head over its label space"
-        )
     gold = np.array(test.label_ids(labels))
     predicted = test_logits.argmax(1)
     report = classification_report(gold, predicted, labels.names)

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rationalign import __version__
 from rationalign.data.types import LabelSpace
-from rationalign.errors import ModelError
+from rationalign.errors import ConfigError, ModelError
 from rationalign.models.classifier import IntentClassifier
 from rationalign.serving.backends import (
     BACKENDS,
@@ -353,14 +353,15 @@ def _replay(body: bytes, original: Receive) -> Receive:
 
 
 # ---------------------------------------------------------------------------------------------- app
-def _explainer_for(backend: Backend, source) -> object | None:
+def _explainer_for(backend: Backend, source, config: ServingConfig) -> object | None:
     from rationalign.serving.explain import Explainer
 
+    limits = {"max_waiting": config.explain_waiting, "timeout_s": config.timeout_s}
     if isinstance(backend, TorchBackend):
-        return Explainer(backend.classifier, copy_model=True)
+        return Explainer(backend.classifier, copy_model=True, **limits)
     folder = Path(source)
     if has_torch_weights(folder):
-        return Explainer(IntentClassifier.load(folder), copy_model=False)
+        return Explainer(IntentClassifier.load(folder), copy_model=False, **limits)
     return None
 
 
@@ -385,11 +386,13 @@ def create_app(
     if backend not in BACKENDS:
         raise ModelError(f"unknown backend {backend!r}; fix: choose one of {', '.join(BACKENDS)}")
     if max_text_chars < 1 or max_batch < 1 or queue_size < 1 or max_wait_ms < 0 or timeout_s <= 0:
-        raise ModelError("limits must be positive (max_text_chars, max_batch, queue_size, timeout_s)")
+        raise ConfigError(
+            "limits must be positive; fix: max_text_chars, max_batch, queue_size >= 1, timeout_s > 0, max_wait_ms >= 0"
+        )
     engine = load_backend(model, backend, threads=threads)
     config = ServingConfig(api_key or None, max_text_chars, max_batch, queue_size, max_wait_ms, timeout_s)
     metrics = ServingMetrics()
-    explainer = _explainer_for(engine, model) if explain else None
+    explainer = _explainer_for(engine, model, config) if explain else None
     state = ServingState(engine, config, explainer, metrics)
     labels = engine.label_space
 
@@ -414,7 +417,7 @@ def create_app(
     bearer = HTTPBearer(auto_error=False, description="The server's API key as a bearer token.")
 
     # Defaults, not Annotated[...]: the schemes are local, and string annotations resolve in module globals.
-    def require_key(
+    async def require_key(  # async: no thread hop per request for a string compare
         key: str | None = Security(api_key_header),
         credentials: HTTPAuthorizationCredentials | None = Security(bearer),
     ) -> None:

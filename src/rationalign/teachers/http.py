@@ -54,6 +54,7 @@ from rationalign.teachers.prompt import (
     CodeStyle,
     Format,
     PromptBuilder,
+    clip_text,
     select_examples,
 )
 
@@ -175,6 +176,7 @@ class HTTPLLMTeacher:
         backoff_max: float = 8.0,
         max_retry_after: float = 60.0,
         transport: httpx.BaseTransport | None = None,
+        max_text_tokens: int | None = 256,
     ):
         if mode != "codes":
             raise TeacherSpecError(
@@ -199,6 +201,7 @@ class HTTPLLMTeacher:
         self.backoff_max = backoff_max
         self.max_retry_after = max_retry_after
         self.code_bias = code_bias
+        self.max_text_tokens = max_text_tokens
         self.tokenizer = self._tokenizer(tokenizer, model)
         chosen: list[Example] = []
         if examples is not None:
@@ -265,7 +268,7 @@ class HTTPLLMTeacher:
     def _payload(self, texts: Sequence[str]) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "model": self.model,
-            "prompt": [self.prompt.full(t) for t in texts],
+            "prompt": [self.prompt.full(clip_text(self.tokenizer, t, self.max_text_tokens)) for t in texts],
             "max_tokens": 1,
             "temperature": 0,
             "logprobs": self.top_logprobs,
@@ -412,6 +415,7 @@ class HTTPLLMTeacher:
             "prompt": self.prompt.describe(),
             "code_bias": self.code_bias,
             "top_logprobs": self.top_logprobs,
+            "max_text_tokens": self.max_text_tokens,
         }
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 

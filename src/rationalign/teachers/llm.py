@@ -40,6 +40,7 @@ from rationalign.teachers.prompt import (
     Format,
     Mode,
     PromptBuilder,
+    clip_text,
     encode_prompt_start,
     select_examples,
 )
@@ -127,6 +128,7 @@ class LLMTeacher:
         max_cache_mb: float = 768.0,
         tokenizer: Any = None,
         dtype: torch.dtype = torch.float32,
+        max_text_tokens: int | None = 256,
     ):
         if label_space is None:
             raise TeacherError("LLMTeacher needs a label space; fix: pass label_space=LabelSpace([...])")
@@ -141,6 +143,7 @@ class LLMTeacher:
         self.use_prefix_cache = use_prefix_cache
         self.max_cache_mb = max_cache_mb
         self.length_normalise = length_normalise
+        self.max_text_tokens = max_text_tokens
         if isinstance(model, PreTrainedModel):
             if tokenizer is None:
                 raise TeacherError("a model object needs its tokenizer; fix: pass tokenizer=...")
@@ -186,7 +189,7 @@ class LLMTeacher:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def suffix_ids(self, text: str) -> list[int]:
-        return self._encode(self.prompt.suffix(text))
+        return self._encode(self.prompt.suffix(clip_text(self.tokenizer, text, self.max_text_tokens)))
 
     def prompt_ids(self, text: str) -> list[int]:
         """The full prompt's token ids for one utterance (prefix + suffix)."""
@@ -357,6 +360,7 @@ class LLMTeacher:
                 "prefix_ids": hashlib.sha256(json.dumps(self.prefix_ids).encode()).hexdigest(),
                 "mode": self.mode,
                 "length_normalise": self.length_normalise,
+                "max_text_tokens": self.max_text_tokens,
                 "dtype": str(self.model.dtype),
             }
             self._fingerprint = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()

@@ -118,6 +118,17 @@ def encode_prompt_start(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=add)["input_ids"])
 
 
+def clip_text(tokenizer, text: str, max_tokens: int | None) -> str:
+    """``text`` cut to its first ``max_tokens`` tokens (at a token boundary), so one pathological utterance
+    cannot blow past the model's context; short texts come back unchanged."""
+    if max_tokens is None:
+        return text
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    if len(enc["input_ids"]) <= max_tokens:
+        return text
+    return text[: enc["offset_mapping"][max_tokens - 1][1]]
+
+
 # --------------------------------------------------------------------------------------------- codes
 
 
