@@ -28,6 +28,10 @@ class TrainConfig(BaseModel):
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     max_grad_norm: float = Field(1.0, gt=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    head_init: Literal["random", "prototype"] = Field(
+        "prototype", description="prototype: head rows start as normalised class-mean sentence vectors"
+    )
+    prototype_scale: float = Field(20.0, gt=0, description="logit scale of the prototype head (a cosine temperature)")
     patience: int = Field(3, ge=1, description="epochs without validation improvement before stopping")
     checkpoint_every: int = Field(100, ge=1, description="optimizer steps between resumable checkpoints")
     seed: int = 0

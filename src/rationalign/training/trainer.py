@@ -145,6 +145,41 @@ class Trainer:
         logits = self.clf.logits(self.valid_set.texts, self.config.eval_batch_size)
         return float((logits.argmax(-1).numpy() == self.valid_labels).mean())
 
+    def init_head_from_prototypes(self) -> None:
+        """Start the head as a nearest-class-mean classifier on the backbone's own sentence vectors.
+
+        With few examples per class a random head wastes the first epochs (and the pretrained features)
+        learning what a class centroid already says; centroids give the frozen-embedding baseline's
+        accuracy at step 0, and fine-tuning goes on from there. Only mean-pooled encoders have a pooled
+        vector that equals what the head reads, so other poolings keep the random head.
+        """
+        if self.clf.pooling != "mean" or not hasattr(self.clf.model, "backbone"):
+            return
+        model, head = self.clf.model, self.clf.model.classifier
+        sums = torch.zeros(len(self.clf.label_space), head.in_features)
+        counts = torch.zeros(len(self.clf.label_space))
+        norms = []
+        was_training = model.training
+        model.eval()
+        with torch.inference_mode():
+            for start in range(0, len(self.train_set), self.config.eval_batch_size):
+                rows = list(range(start, min(start + self.config.eval_batch_size, len(self.train_set))))
+                enc = self.clf.encode([self.train_set[i].text for i in rows])
+                hidden = model.backbone(**enc).last_hidden_state
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).float().cpu()
+                norms.append(pooled.norm(dim=-1))
+                sums.index_add_(0, self.labels[rows], pooled)
+                counts.index_add_(0, self.labels[rows], torch.ones(len(rows)))
+        model.train(was_training)
+        centroids = sums / counts.clamp(min=1).unsqueeze(1)
+        centroids = centroids / centroids.norm(dim=-1, keepdim=True).clamp(min=1e-9)
+        # logits = scale * cos(pooled, centroid) for a pooled vector of typical norm
+        typical = torch.cat(norms).mean().clamp(min=1e-6)
+        with torch.no_grad():
+            head.weight.copy_(centroids * (self.config.prototype_scale / typical))
+            head.bias.zero_()
+
     # ------------------------------------------------------------------ loop
     def fit(self, resume: bool = False) -> TrainResult:
         cfg = self.config
@@ -181,8 +216,10 @@ class Trainer:
             # A kill between an epoch's log line and its checkpoint would leave a line to be written again.
             log = "".join(json.dumps(h) + "\n" for h in state["history"])
             (self.run_dir / LOG_FILE).write_text(log, encoding="utf-8")
-        elif not resume:
+        else:
             (self.run_dir / LOG_FILE).unlink(missing_ok=True)
+            if cfg.head_init == "prototype":
+                self.init_head_from_prototypes()
         started = time.perf_counter()
         if not state["done"]:
             self._loop(state, optimizer, scheduler)
