@@ -73,7 +73,10 @@ class ServerSetting:
 SETTINGS = [
     ServerSetting("torch, micro-batching", "torch", 64, 2.0),
     ServerSetting("torch, no batching", "torch", 1, 0.0),
+    ServerSetting("onnx fp32, micro-batching", "onnx", 64, 2.0),
     ServerSetting("onnx-int8, micro-batching", "onnx-int8", 64, 2.0),
+    # A queue shorter than the number of clients: overload must turn into explicit 429s, not a pile-up.
+    ServerSetting("onnx-int8, queue 16", "onnx-int8", 64, 2.0, queue_size=16),
 ]
 
 
@@ -115,8 +118,9 @@ def server_process(folder: Path, setting: ServerSetting, threads: int):
             proc.wait(timeout=20)
 
 
-def single_client(url: str, texts: list[str], n: int, warmup: int = 20) -> list[float]:
-    latencies = []
+def single_client(url: str, texts: list[str], n: int, warmup: int = 20) -> dict[str, list[float]]:
+    """End-to-end latency of sequential requests, and the server's own split of it."""
+    out: dict[str, list[float]] = {"client": [], "server": [], "compute": []}
     with httpx.Client(base_url=url, timeout=30) as http:
         for i in range(warmup + n):
             t0 = time.perf_counter()
@@ -124,8 +128,11 @@ def single_client(url: str, texts: list[str], n: int, warmup: int = 20) -> list[
             elapsed = (time.perf_counter() - t0) * 1000.0
             r.raise_for_status()
             if i >= warmup:
-                latencies.append(elapsed)
-    return latencies
+                body = r.json()
+                out["client"].append(elapsed)
+                out["server"].append(body["latency_ms"])  # handler: validation .. response built
+                out["compute"].append(body["compute_ms"])  # the model call on the micro-batch
+    return out
 
 
 def load_test(
@@ -171,15 +178,15 @@ def load_test(
     return statuses, latencies, elapsed
 
 
-def batch_stats(url: str) -> float:
+def batch_counters(url: str) -> tuple[float, float]:
+    """(texts, batches) the server has run so far, from its /metrics."""
     text = httpx.get(f"{url}/metrics", timeout=10).text
     values = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.name in ("rationalign_batch_size_sum", "rationalign_batch_size_count"):
                 values[s.name] = s.value
-    count = values.get("rationalign_batch_size_count", 0.0)
-    return values.get("rationalign_batch_size_sum", 0.0) / count if count else 0.0
+    return values.get("rationalign_batch_size_sum", 0.0), values.get("rationalign_batch_size_count", 0.0)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -214,20 +221,23 @@ def main(argv: list[str] | None = None) -> None:
         model_dir = student.save(Path(tmp) / "student")
         export_dir = export_onnx(model_dir, Path(tmp) / "export", int8=True).out_dir
         print(f"machine: {machine}")
-        header = f"{'server':<28}{'1-client p50':>13}{'p99':>8}{'rps':>8}{'p50':>8}{'p99':>9}{'batch':>7}  statuses"
+        header = f"{'server':<28}{'1-client p50':>13}{'p99':>8}{'server':>8}{'model':>8}{'rps':>8}{'p50':>8}{'p99':>9}{'batch':>7}  statuses"
         print(header)
         for setting in SETTINGS:
             folder = model_dir if setting.backend == "torch" else export_dir
             with server_process(folder, setting, args.threads) as url:
                 single = single_client(url, test_texts, args.single)
+                texts_before, batches_before = batch_counters(url)
                 statuses, latencies, elapsed = load_test(url, test_texts, args.clients, args.duration)
-                mean_batch = batch_stats(url)
+                texts_after, batches_after = batch_counters(url)  # the load phase only
+                mean_batch = (texts_after - texts_before) / max(1.0, batches_after - batches_before)
             ok = statuses.get("200", 0)
             lat = np.asarray(latencies)
-            s50, s99 = np.percentile(single, 50), np.percentile(single, 99)
+            s50, s99 = np.percentile(single["client"], 50), np.percentile(single["client"], 99)
+            server50, compute50 = np.percentile(single["server"], 50), np.percentile(single["compute"], 50)
             l50, l99 = np.percentile(lat, 50), np.percentile(lat, 99)
             print(
-                f"{setting.label:<28}{s50:>13.1f}{s99:>8.1f}{ok / elapsed:>8.1f}{l50:>8.1f}{l99:>9.1f}"
+                f"{setting.label:<28}{s50:>13.1f}{s99:>8.1f}{server50:>8.1f}{compute50:>8.1f}{ok / elapsed:>8.1f}{l50:>8.1f}{l99:>9.1f}"
                 f"{mean_batch:>7.1f}  {dict(statuses)}"
             )
             single_setting = f"serving: 1 client sequential, {args.single} requests"
@@ -235,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
             method = f"rationalign serve ({setting.describe(args.threads)})"
             add(single_setting, method, "p50_ms", s50)
             add(single_setting, method, "p99_ms", s99)
+            add(single_setting, method, "server_handler_p50_ms", server50)
+            add(single_setting, method, "model_compute_p50_ms", compute50)
             add(load_setting, method, "throughput_rps", ok / elapsed)
             add(load_setting, method, "p50_ms", l50)
             add(load_setting, method, "p99_ms", l99)

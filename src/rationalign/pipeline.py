@@ -47,6 +47,9 @@ class TeacherConfig(BaseModel):
     train: TrainConfig | None = Field(
         None, description="train a classifier teacher first (when spec is None)"
     )
+    dir: str | None = Field(
+        None, description="where the trained teacher lives (shared by configs); default <run>/teacher"
+    )
 
 
 class PriorsConfig(BaseModel):
