@@ -284,6 +284,102 @@ def run_dataset(
     return rows
 
 
+TABLES = {
+    "Accuracy and adversarial keyword substitution (% except counts)": [
+        ("clean accuracy", "clean_accuracy", 100),
+        ("clean macro-F1", "clean_macro_f1", 100),
+        *[
+            row
+            for g in ("synonym", "confusable")
+            for row in (
+                (f"{g}: candidates", f"n_candidates[{g}]", 1),
+                (f"{g}: passed validity (MiniLM sim >= 0.85)", f"n_passed_validity[{g}]", 1),
+                (f"{g}: validity pass rate", f"validity_pass_rate[{g}]", 100),
+                (f"{g}: test utterances attacked", f"coverage[{g}]", 100),
+                (f"{g}: clean accuracy, same utterances", f"clean_accuracy_same_sources[{g}]", 100),
+                (f"{g}: adversarial accuracy", f"adversarial_accuracy[{g}]", 100),
+                (f"{g}: drop (points)", f"accuracy_drop[{g}]", 100),
+                (f"{g}: attack success (correct -> wrong)", f"attack_success_rate[{g}]", 100),
+            )
+        ],
+    ],
+    "Explanations (gradient x input of the predicted class, first 200 test utterances)": [
+        ("AOPC comprehensiveness", "aopc_comprehensiveness", 1),
+        ("AOPC sufficiency (lower is better)", "aopc_sufficiency", 1),
+        ("soft comprehensiveness", "soft_comprehensiveness", 1),
+        ("soft sufficiency (lower is better)", "soft_sufficiency", 1),
+        ("leave-one-out Kendall tau", "loo_kendall_tau", 1),
+        ("counterfactual: removing the rationale flips", "counterfactual_removal_pass_rate", 1),
+        ("counterfactual: the rationale alone keeps", "counterfactual_rationale_only_pass_rate", 1),
+        *[
+            (f"stability Spearman, {p}", f"stability_spearman[{p}]", 1)
+            for p in ("typo", "casing", "punctuation", "synonym")
+        ],
+    ],
+    "Calibration (test; temperature fitted on validation) and out-of-scope (CLINC150)": [
+        ("ECE, T = 1", "ece_before_temperature", 1),
+        ("ECE, fitted T", "ece_after_temperature", 1),
+        ("MCE, T = 1", "mce_before_temperature", 1),
+        ("MCE, fitted T", "mce_after_temperature", 1),
+        ("Brier, T = 1", "brier_before_temperature", 1),
+        ("Brier, fitted T", "brier_after_temperature", 1),
+        ("NLL, T = 1", "nll_before_temperature", 1),
+        ("NLL, fitted T", "nll_after_temperature", 1),
+        ("fitted temperature", "temperature", 1),
+        ("OOS AUROC, MSP", "oos_auroc[msp]", 1),
+        ("OOS AUROC, energy", "oos_auroc[energy]", 1),
+        ("OOS FPR at 95% TPR, MSP", "oos_fpr_at_95_tpr[msp]", 1),
+        ("OOS FPR at 95% TPR, energy", "oos_fpr_at_95_tpr[energy]", 1),
+        ("abstain threshold (MSP, chosen on valid)", "oos_abstain_threshold", 1),
+        ("in-scope accuracy with abstention", "oos_abstain_test_in_scope_accuracy_with_abstain", 1),
+        ("OOS recall with abstention", "oos_abstain_test_oos_recall", 1),
+    ],
+    "Cost (1 thread; seconds unless stated)": [
+        ("attack set build (both generators, whole test split)", "attack_build_seconds", 1),
+        ("suite total", "suite_total_seconds", 1),
+        (
+            "attribution + faithfulness per 100 utterances (in the suite)",
+            "faithfulness_seconds_per_100_utterances",
+            1,
+        ),
+        (
+            "faithfulness alone per 100 utterances (re-measured)",
+            "faithfulness_only_seconds_per_100_utterances",
+            1,
+        ),
+        ("texts scored by the faithfulness loop", "faithfulness_model_texts", 1),
+        ("faithfulness loop, encoder GFLOP/s", "faithfulness_encoder_gflops", 1),
+        ("fp32 matmul GFLOP/s, 1 thread, same moment", "matmul_peak_gflops", 1),
+    ],
+}
+
+
+def render(datasets: list[str]) -> str:
+    """The markdown tables of BENCHMARKS.md's "Evaluation suite" section, from the results file."""
+    from _common import read_results
+
+    values = {(r["dataset"], r["metric"]): r["value"] for r in read_results(RESULTS_NAME)}
+    present = [d for d in datasets if any(k[0] == d for k in values)]
+    out = []
+    for title, rows in TABLES.items():
+        out.append(f"**{title}**\n\n| metric | " + " | ".join(present) + " |\n|---|" + "---:|" * len(present))
+        for label, metric, scale in rows:
+            cells = [values.get((d, metric)) for d in present]
+            if all(c is None for c in cells):
+                continue
+            shown = []
+            for c in cells:
+                if c is None:
+                    shown.append("-")
+                elif scale == 1 and float(c).is_integer() and abs(c) >= 10:
+                    shown.append(f"{int(c)}")
+                else:
+                    shown.append(f"{c * scale:.2f}" if scale != 1 or abs(c) >= 10 else f"{c:.3f}")
+            out.append(f"| {label} | " + " | ".join(shown) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -309,7 +405,12 @@ def main(argv: list[str] | None = None) -> int:
     samples.add_argument("--seed", type=int, default=0)
     samples.add_argument("--force", action="store_true")
     samples.add_argument("--threads", type=int, default=1)
+    report = sub.add_parser("report")
+    report.add_argument("--datasets", nargs="+", default=["banking77", "hwu64", "clinc150"])
     args = parser.parse_args(argv)
+    if args.mode == "report":
+        print(render(args.datasets))
+        return 0
     torch.set_num_threads(args.threads)
     if args.mode == "samples":
         for dataset in args.datasets:

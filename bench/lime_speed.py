@@ -14,7 +14,8 @@ Two passes, so the benchmark fits a shared 2-core CPU:
    wall seconds per utterance of each method at each budget (libraries: up to the first budget that
    reaches ``--target``, as larger ones only cost more).
 
-Run: .venv/bin/python bench/lime_speed.py --model runs/b77-10shot-ce/model
+Run: .venv/bin/python bench/lime_speed.py  (``--model FOLDER`` for a trained student; default: minilm-l6
+with a random head)
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ from _common import (
     load_jsonl,
     machine_info,
     matmul_peak_gflops,
+    read_results,
     write_results,
 )
 from rationalign.data.types import Example, IntentDataset, LabelSpace
@@ -49,6 +50,7 @@ from rationalign.teachers.prompt import select_examples
 RESULTS_NAME = "teacher_accuracy"
 MODEL = "smollm2-135m"
 C_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0)
+PARTS = ("scale", "zero", "cache", "format", "label_text", "shots")
 
 
 class Recorder:
@@ -70,7 +72,7 @@ class Recorder:
                 setting,
                 method,
                 metric,
-                float(round(value, 4)),
+                float(f"{value:.6g}"),
                 0.0,
                 1,
                 self.command,
@@ -183,30 +185,59 @@ def run_dataset(name: str, args: argparse.Namespace) -> None:
     gold = np.array(space.ids([test_labels[i] for i in idx]))
     rec = Recorder(name, args)
     subset = f"test subset n={len(texts)} seed={args.seed}"
-    k = len(space)
+
+    parts = set(args.parts)
+    zero = LLMTeacher(MODEL, space, batch_size=args.batch_size)
+    chat_cache: dict[int, np.ndarray] = {}
+
+    def chat_probs(n: int) -> np.ndarray:
+        """Zero-shot chat-format codes probabilities of the first n texts (reused across parts)."""
+        have = max(chat_cache, default=0)
+        if have < n:
+            chat_cache[n] = zero.predict_proba(texts[:n])
+            have = n
+        return chat_cache[have][:n]
 
     # ---------------------------------------------------------------- scale
+    if "scale" in parts:
+        _scale(rec, subset, train_labels, space, gold)
+    if "zero" in parts:
+        probs_chat, secs = _run_llm(zero, texts)
+        chat_cache[len(texts)] = probs_chat
+        context = len(zero.prefix_ids) + np.mean([len(zero.suffix_ids(t)) for t in texts]) / 2
+        rec.write(
+            f"zero-shot, {subset}",
+            "llm codes (chat)",
+            {**_accuracy(probs_chat, gold), **_cost_metrics(zero, len(texts), secs, context)},
+        )
+    if "cache" in parts:
+        _cache_speedup(rec, zero, space, texts[: args.nocache_n], args)
+    if "format" in parts:
+        _format_check(rec, space, texts, gold, chat_probs, args)
+    if "label_text" in parts:
+        _label_text(rec, space, texts, gold, chat_probs, args)
+    if "shots" in parts and args.shots > 0:
+        _shots(
+            rec, space, texts, gold, subset, (train_texts, train_labels), (valid_texts, valid_labels), args
+        )
+
+
+def _scale(rec, subset, train_labels, space, gold) -> None:
+    k = len(space)
     majority = Counter(train_labels).most_common(1)[0][0]
     rec.write(subset, "random guess", {"accuracy": 100.0 / k, "mean_gold_probability": 1.0 / k})
     rec.write(
         subset, "train majority class", {"accuracy": 100.0 * float((gold == space.id(majority)).mean())}
     )
 
-    # ---------------------------------------------------------------- zero-shot codes (chat)
-    zero = LLMTeacher(MODEL, space, batch_size=args.batch_size)
-    probs_chat, secs = _run_llm(zero, texts)
-    context = len(zero.prefix_ids) + np.mean([len(zero.suffix_ids(t)) for t in texts]) / 2
-    rec.write(
-        f"zero-shot, {subset}",
-        "llm codes (chat)",
-        {**_accuracy(probs_chat, gold), **_cost_metrics(zero, len(texts), secs, context)},
-    )
 
-    # ---------------------------------------------------------------- KV-cache speed-up (same texts)
-    few = texts[: args.nocache_n]
+def _cache_speedup(rec, zero: LLMTeacher, space, few: list[str], args) -> None:
+    """The same utterances with the (warm) prefix cache and without any cache."""
+    with torch.inference_mode():
+        zero._ensure_prefix()  # steady state: the prefix is encoded once per teacher, timed separately
     zero.reset_cost()
     start = time.perf_counter()
-    cached = zero.predict_proba(few)  # the prefix cache is warm: steady-state cost per text
+    cached = zero.predict_proba(few)
     cached_s = time.perf_counter() - start
     cached_tokens = zero.cost.tokens
     plain = LLMTeacher(MODEL, space, batch_size=args.batch_size, use_prefix_cache=False)
@@ -232,15 +263,17 @@ def run_dataset(name: str, args: argparse.Namespace) -> None:
     )
     rec.write(setting, "prefix KV cache speed-up", {"speedup_x": nocache_s / cached_s})
 
-    # ---------------------------------------------------------------- prompt format check
+
+def _format_check(rec, space, texts, gold, chat_probs, args) -> None:
     m = min(args.format_n, len(texts))
     plain_fmt = LLMTeacher(MODEL, space, batch_size=args.batch_size, format="plain")
     probs_plain, _ = _run_llm(plain_fmt, texts[:m])
     fmt_setting = f"zero-shot, first {m} of the subset"
     rec.write(fmt_setting, "llm codes (plain)", _accuracy(probs_plain, gold[:m]))
-    rec.write(fmt_setting, "llm codes (chat)", _accuracy(probs_chat[:m], gold[:m]))
+    rec.write(fmt_setting, "llm codes (chat)", _accuracy(chat_probs(m), gold[:m]))
 
-    # ---------------------------------------------------------------- label_text vs codes
+
+def _label_text(rec, space, texts, gold, chat_probs, args) -> None:
     n_lt = min(args.label_text_n, len(texts))
     lt = LLMTeacher(MODEL, space, mode="label_text", batch_size=args.batch_size)
     probs_lt, lt_s = _run_llm(lt, texts[:n_lt])
@@ -255,41 +288,38 @@ def run_dataset(name: str, args: argparse.Namespace) -> None:
             "tokens_per_text": lt.cost.tokens / n_lt,
         },
     )
-    rec.write(lt_setting, "llm codes (chat)", _accuracy(probs_chat[:n_lt], gold[:n_lt]))
+    codes = chat_probs(n_lt)
+    rec.write(lt_setting, "llm codes (chat)", _accuracy(codes, gold[:n_lt]))
     rec.write(
         lt_setting,
         "codes vs label_text",
-        {
-            "top1_agreement": 100.0 * float((probs_lt.argmax(1) == probs_chat[:n_lt].argmax(1)).mean()),
-        },
+        {"top1_agreement": 100.0 * float((probs_lt.argmax(1) == codes.argmax(1)).mean())},
     )
 
-    # ---------------------------------------------------------------- in-context examples
-    if args.shots > 0:
-        pool = IntentDataset([Example(t, y) for t, y in zip(train_texts, train_labels, strict=True)])
-        chosen = select_examples(pool, space, shots=args.shots, seed=args.seed)
-        shot = LLMTeacher(MODEL, space, examples=chosen, batch_size=args.batch_size)
-        probs_shot, shot_s = _run_llm(shot, texts)
-        ctx = len(shot.prefix_ids) + np.mean([len(shot.suffix_ids(t)) for t in texts]) / 2
-        shot_setting = f"{args.shots}-shot in context, {subset}"
-        rec.write(
-            shot_setting,
-            "llm codes (chat)",
-            {**_accuracy(probs_shot, gold), **_cost_metrics(shot, len(texts), shot_s, ctx)},
-        )
-        shots_ds = IntentDataset(list(chosen))
-        vi = np.random.default_rng(args.seed + 1).choice(
-            len(valid_texts), size=min(500, len(valid_texts)), replace=False
-        )
-        _lr_baselines(
-            rec,
-            shots_ds,
-            ([valid_texts[i] for i in vi], [valid_labels[i] for i in vi]),
-            texts,
-            gold,
-            space,
-            f"trained on the same {args.shots}-shot examples, {subset}",
-        )
+
+def _shots(rec, space, texts, gold, subset, train, valid, args) -> None:
+    pool = IntentDataset([Example(t, y) for t, y in zip(*train, strict=True)])
+    chosen = select_examples(pool, space, shots=args.shots, seed=args.seed)
+    shot = LLMTeacher(MODEL, space, examples=chosen, batch_size=args.batch_size)
+    probs_shot, shot_s = _run_llm(shot, texts)
+    ctx = len(shot.prefix_ids) + np.mean([len(shot.suffix_ids(t)) for t in texts]) / 2
+    rec.write(
+        f"{args.shots}-shot in context, {subset}",
+        "llm codes (chat)",
+        {**_accuracy(probs_shot, gold), **_cost_metrics(shot, len(texts), shot_s, ctx)},
+    )
+    vi = np.random.default_rng(args.seed + 1).choice(
+        len(valid[0]), size=min(500, len(valid[0])), replace=False
+    )
+    _lr_baselines(
+        rec,
+        IntentDataset(list(chosen)),
+        ([valid[0][i] for i in vi], [valid[1][i] for i in vi]),
+        texts,
+        gold,
+        space,
+        f"trained on the same {args.shots}-shot examples, {subset}",
+    )
 
 
 _PREFIX_SECONDS: dict[str, float] = {}
@@ -307,6 +337,86 @@ def zero_prefix_seconds(space: LabelSpace, args: argparse.Namespace) -> float:
     return _PREFIX_SECONDS[key]
 
 
+def report(name: str = RESULTS_NAME) -> str:
+    """The BENCHMARKS.md tables, rendered from the results file (no model runs)."""
+    rows = read_results(name)
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows if r["setting"] != "machine"))
+
+    def cell(dataset: str, setting_prefix: str, method: str, metric: str, digits: int = 1) -> str:
+        for r in rows:
+            if (r["dataset"], r["method"], r["metric"]) == (dataset, method, metric) and r[
+                "setting"
+            ].startswith(setting_prefix):
+                return f"{r['value']:.{digits}f}"
+        return "-"
+
+    def table(title: str, lines: list[tuple[str, str, str, str, int]]) -> str:
+        out = [
+            f"**{title}**",
+            "",
+            "| setting | method | metric | " + " | ".join(datasets) + " |",
+            "|---|---|---|" + "---:|" * len(datasets),
+        ]
+        for label, prefix, method, metric, digits in lines:
+            out.append(
+                f"| {label} | {method} | {metric} | "
+                + " | ".join(cell(d, prefix, method, metric, digits) for d in datasets)
+                + " |"
+            )
+        return "\n".join(out) + "\n"
+
+    sub = "test subset n=200"
+    acc = [
+        ("n=200", sub, "random guess", "accuracy", 1),
+        ("n=200", sub, "train majority class", "accuracy", 1),
+        ("zero-shot, n=200", "zero-shot, " + sub, "llm codes (chat)", "accuracy", 1),
+        ("zero-shot, n=200", "zero-shot, " + sub, "llm codes (chat)", "top5_accuracy", 1),
+        ("zero-shot, n=200", "zero-shot, " + sub, "llm codes (chat)", "mean_gold_probability", 4),
+        ("1-shot in context, n=200", "1-shot in context", "llm codes (chat)", "accuracy", 1),
+        ("1-shot in context, n=200", "1-shot in context", "llm codes (chat)", "top5_accuracy", 1),
+        ("same 1-shot examples, n=200", "trained on the same 1-shot", "tfidf+lr", "accuracy", 1),
+        ("same 1-shot examples, n=200", "trained on the same 1-shot", "minilm-frozen+lr", "accuracy", 1),
+        ("zero-shot, first 100", "zero-shot, first 100", "llm codes (chat)", "accuracy", 1),
+        ("zero-shot, first 100", "zero-shot, first 100", "llm codes (plain)", "accuracy", 1),
+        ("zero-shot, first 100", "zero-shot, first 100", "llm codes (chat)", "top5_accuracy", 1),
+        ("zero-shot, first 100", "zero-shot, first 100", "llm codes (plain)", "top5_accuracy", 1),
+    ]
+    lt = [
+        ("zero-shot, first 40/20", "zero-shot, first", "llm codes (chat)", "accuracy", 1),
+        ("zero-shot, first 40/20", "zero-shot, first", "llm label_text (chat)", "accuracy", 1),
+        ("zero-shot, first 40/20", "zero-shot, first", "llm label_text (chat)", "top5_accuracy", 1),
+        ("zero-shot, first 40/20", "zero-shot, first", "codes vs label_text", "top1_agreement", 1),
+        ("zero-shot, first 40/20", "zero-shot, first", "llm label_text (chat)", "seconds_per_text", 2),
+        ("zero-shot, first 40/20", "zero-shot, first", "llm label_text (chat)", "forward_passes_per_text", 2),
+        ("zero-shot, first 40/20", "zero-shot, first", "llm label_text (chat)", "tokens_per_text", 0),
+    ]
+    cost = [
+        ("zero-shot, n=200", "zero-shot, " + sub, "llm codes (chat)", "prefix_tokens", 0),
+        ("zero-shot, n=200", "zero-shot, " + sub, "llm codes (chat)", "texts_per_s", 2),
+        ("zero-shot, n=200", "zero-shot, " + sub, "llm codes (chat)", "forward_passes_per_text", 3),
+        ("zero-shot, n=200", "zero-shot, " + sub, "llm codes (chat)", "tokens_per_text", 1),
+        ("zero-shot, n=200", "zero-shot, " + sub, "llm codes (chat)", "est_gflop_per_s", 1),
+        ("1-shot in context, n=200", "1-shot in context", "llm codes (chat)", "prefix_tokens", 0),
+        ("1-shot in context, n=200", "1-shot in context", "llm codes (chat)", "texts_per_s", 2),
+        ("1-shot in context, n=200", "1-shot in context", "llm codes (chat)", "est_gflop_per_s", 1),
+        ("zero-shot, first 16/8", "zero-shot, first", "llm codes, prefix KV cache", "seconds_per_text", 3),
+        ("zero-shot, first 16/8", "zero-shot, first", "llm codes, prefix KV cache", "tokens_per_text", 1),
+        ("zero-shot, first 16/8", "zero-shot, first", "llm codes, prefix KV cache", "prefix_seconds_once", 2),
+        ("zero-shot, first 16/8", "zero-shot, first", "llm codes, no cache", "seconds_per_text", 3),
+        ("zero-shot, first 16/8", "zero-shot, first", "llm codes, no cache", "tokens_per_text", 1),
+        ("zero-shot, first 16/8", "zero-shot, first", "llm codes, no cache", "max_abs_diff_vs_cache", 7),
+        ("zero-shot, first 16/8", "zero-shot, first", "prefix KV cache speed-up", "speedup_x", 1),
+        ("machine", "machine", "fp32 matmul (2048^3)", "matmul_peak_gflop_per_s", 1),
+    ]
+    return "\n".join(
+        [
+            table("Accuracy (%) and probability of the gold label", acc),
+            table("codes vs label_text (same utterances)", lt),
+            table("Cost (1 torch thread, shared 2-core CPU)", cost),
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["banking77", "hwu64"])
@@ -319,7 +429,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--results", default=RESULTS_NAME, help="results file name under bench/results/")
+    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="what to measure")
+    parser.add_argument("--report", action="store_true", help="print the BENCHMARKS.md tables and exit")
     args = parser.parse_args(argv)
+    if args.report:
+        print(report(args.results))
+        return 0
     torch.set_num_threads(args.threads)
     # 1-shot training sets have one example per class; sklearn warns that this looks like regression.
     warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")

@@ -76,6 +76,11 @@ def test_cap_with_the_classifier_as_teacher_and_a_hybrid(
     base = ["--model", model_dir, "--data", tiny_data_dir, "--split", "valid", "--store", store, "--limit", 3]
     cap = _invoke(app, *base, "--method", "cap", "--n-masks", 16, "--json")
     assert cap.exit_code == 0, cap.output
+    # The same classifier named as --teacher (a bare folder) has the same fingerprint: nothing recomputed.
+    rest = base[2:]
+    same = _invoke(app, "--teacher", model_dir, *rest, "--method", "cap", "--n-masks", 16, "--json")
+    assert same.exit_code == 0, same.output
+    assert json.loads(same.output.strip().splitlines()[-1])["reused"] == 3
     hybrid = _invoke(app, *base, "--method", "hybrid", "--hybrid-of", "cap,gxi", "--n-masks", 16, "--json")
     assert hybrid.exit_code == 0, hybrid.output
     with PriorStore(store) as s:
@@ -110,7 +115,7 @@ def _export_lines(store, tmp_path, method):
         (["--method", "lime"], ConfigError, "no model"),
         (["--method", "lime", "--model", "NOPE"], ConfigError, "no such model folder"),
         (["--method", "lime", "--model", "MODEL", "--split", "nosuch"], DataError, "no split"),
-        (["--method", "cap", "--teacher", "weird:thing"], ConfigError, "unknown teacher"),
+        (["--method", "cap", "--teacher", "weird:thing"], ConfigError, "weird:thing"),
         (["--method", "hybrid", "--model", "MODEL", "--hybrid-of", "cap,cap"], ConfigError, "distinct"),
     ],
 )
@@ -174,3 +179,24 @@ def test_cap_with_the_shipped_llm_teacher(app, tiny_data_dir, tmp_path):
     for row in map(json.loads, out.read_text().splitlines()):
         assert row["words"] == split_words(row["text"]) and np.isfinite(row["scores"]).all()
         assert row["params"]["target"] == "margin" and row["meta"]["n_masks"] <= 8
+
+
+@pytest.mark.parametrize("method", ["ig", "gxi", "attention"])
+def test_model_internal_methods_store_word_priors(app, model_dir, tiny_data_dir, tmp_path, method):
+    out = tmp_path / f"{method}.jsonl"
+    args = [
+        "--model",
+        model_dir,
+        "--data",
+        tiny_data_dir,
+        "--split",
+        "test",
+        "--store",
+        tmp_path / "s.sqlite",
+    ]
+    result = _invoke(app, *args, "--method", method, "--limit", 2, "--export", out, "--json")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2 and all(r["method"] == method for r in rows)
+    assert all(r["words"] == split_words(r["text"]) and np.isfinite(r["scores"]).all() for r in rows)
+    assert rows[0]["fingerprint"] and isinstance(rows[0]["params"], dict)

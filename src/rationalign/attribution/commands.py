@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qsl
 
 import typer
 
@@ -19,11 +18,6 @@ METHODS = ("lime", "cap", "ig", "gxi", "attention", "shap", "hybrid")
 MODEL_METHODS = ("ig", "gxi", "attention", "shap")  # need the classifier itself (gradients, attention)
 DEFAULT_MASKS = {"lime": 1000, "cap": 64}
 HYBRID_DEFAULT = "cap,lime,ig"
-TEACHER_LOADERS = (  # the teachers package's own spec parser, if it has one, wins over ours
-    ("rationalign.teachers", "load_teacher"),
-    ("rationalign.teachers.spec", "load_teacher"),
-    ("rationalign.teachers.spec", "teacher_from_spec"),
-)
 
 
 class _Keyed:
@@ -53,7 +47,7 @@ def _simple_params(attributor: Any) -> dict:
     return {
         k: v
         for k, v in sorted(vars(attributor).items())
-        if not k.startswith("_") and isinstance(v, str | int | float | bool) and k != "batch_size"
+        if not k.startswith("_") and isinstance(v, str | int | float | bool) and "batch" not in k
     }
 
 
@@ -99,66 +93,14 @@ def _classifier_fingerprint(clf) -> str:
     return ClassifierTeacher(clf).fingerprint
 
 
-def _option_value(text: str) -> Any:
-    """``2`` -> 2, ``0.5`` -> 0.5, ``true``/``false`` -> bool, anything else stays a string."""
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
 def _load_teacher(spec: str, label_space, train_examples):
-    """``llm:NAME[?mode=codes&shots=2&...]``, ``classifier:FOLDER`` or a classifier folder."""
-    import importlib
-    import inspect
+    """A teacher from a spec (``rationalign.teachers.spec.load_teacher``: ``llm:smollm2-135m?shots=1``,
+    ``model:FOLDER``, ``http:URL?model=x``); a bare classifier folder is read as ``model:FOLDER``."""
+    from rationalign.teachers.spec import load_teacher
 
-    for module_name, attr in TEACHER_LOADERS:
-        try:
-            loader = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError):
-            continue
-        if "label_space" in inspect.signature(loader).parameters:
-            return loader(spec, label_space=label_space)
-    kind, _, rest = spec.partition(":")
-    if kind == "llm" and rest:
-        from rationalign.teachers.llm import LLMTeacher
-
-        name, _, query = rest.partition("?")
-        options: dict[str, Any] = {}
-        try:
-            pairs = parse_qsl(query, keep_blank_values=False, strict_parsing=bool(query))
-        except ValueError:
-            raise ConfigError(
-                located(spec, None, "bad teacher options", "write llm:NAME?key=value&key=value")
-            ) from None
-        for key, value in pairs:
-            options[key] = _option_value(value)
-        if "shots" in options or "example_budget" in options:
-            options.setdefault("examples", train_examples)
-        try:
-            return LLMTeacher(name, label_space, **options)
-        except TypeError as err:
-            raise ConfigError(
-                located(spec, None, f"bad teacher option ({err})", "use options LLMTeacher accepts")
-            ) from None
-    folder = Path(rest if kind == "classifier" else spec).expanduser()
-    if folder.is_dir():
-        from rationalign.teachers.classifier import ClassifierTeacher
-
-        return ClassifierTeacher(folder)
-    raise ConfigError(
-        located(
-            spec,
-            None,
-            "unknown teacher",
-            "pass --teacher llm:smollm2-135m, classifier:FOLDER or a classifier folder",
-        )
-    )
+    if ":" not in spec and Path(spec).expanduser().is_dir():
+        spec = f"model:{spec}"
+    return load_teacher(spec, label_space, examples=train_examples)
 
 
 def _build(
@@ -261,7 +203,9 @@ def priors(
     ] = None,
     teacher: Annotated[
         str | None,
-        typer.Option(help="Teacher for CAP: llm:smollm2-135m[?mode=codes], classifier:FOLDER or a folder."),
+        typer.Option(
+            help="Teacher for CAP: llm:smollm2-135m[?shots=1], model:FOLDER, http:URL?model=x, or a folder."
+        ),
     ] = None,
     split: Annotated[str, typer.Option(help="Split to explain when --data is a folder.")] = "train",
     limit: Annotated[int | None, typer.Option(help="Only the first N examples of the split.")] = None,
@@ -312,7 +256,7 @@ def priors(
             from rationalign.data.types import LabelSpace
 
             label_space = LabelSpace.from_labels(_label_universe(data, dataset, text_field, label_field))
-        loaded_teacher = _load_teacher(teacher, label_space, dataset)
+        loaded_teacher = _load_teacher(teacher, label_space, _train_examples(data, text_field, label_field))
         if clf is not None and loaded_teacher.label_space != clf.label_space:
             raise ConfigError("--model and --teacher have different label spaces; fix: pass a matching pair")
         label_space = loaded_teacher.label_space
@@ -353,6 +297,15 @@ def priors(
     console.print(line)
     if export is not None:
         console.print(f"  exported to {export}")
+
+
+def _train_examples(data: str, text_field: str, label_field: str):
+    """The train split next to ``data`` (in-context examples for ``shots``), never the split explained."""
+    from rationalign.data.io import load_dataset, resolve_data, split_files
+
+    path = resolve_data(data)
+    train = split_files(path).get("train") if path.is_dir() else None
+    return load_dataset(train, text_field=text_field, label_field=label_field) if train is not None else None
 
 
 def _label_universe(data: str, dataset, text_field: str, label_field: str) -> list[str]:

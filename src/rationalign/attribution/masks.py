@@ -16,10 +16,12 @@ Masks
     enumerated instead and weighted by its *expected* multiplicity under the sampler (the limit the random
     design converges to), which removes all sampling noise at a cost of at most ``M`` calls.
 
-    ``design="balanced"`` (default) draws the random part with the same marginal distribution but less
-    variance: sizes ``k`` are stratified (equal counts per size), subsets are windows of random
+    ``design="balanced"`` (default) draws the random part with the same marginal distribution, aiming at
+    less variance: sizes ``k`` are stratified (equal counts per size), subsets are windows of random
     permutations (every word is dropped equally often), and masks come in complementary pairs
-    ``(z, 1 - z)``. ``design="iid"`` is LIME's plain i.i.d. sampler. Both converge to the same estimate.
+    ``(z, 1 - z)``. ``design="iid"`` is LIME's plain i.i.d. sampler. Both converge to the same estimate;
+    the balanced one helped slightly on a synthetic model but not measurably with MiniLM on Banking77
+    (BENCHMARKS.md, "LIME and CAP: time to an accurate prior").
 
 Kernel
     ``pi(z) = exp(-D(z)^2 / sigma^2)`` with ``D`` the cosine distance between ``z`` and all-ones, i.e.
