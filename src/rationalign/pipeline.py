@@ -143,12 +143,11 @@ def _attributor(method: str, cfg: PriorsConfig, teacher, bundle: DataBundle):
     return AttentionPrior(clf)
 
 
-def compute_run_priors(
+def compute_method_priors(
     cfg: DistillRunConfig, teacher, bundle: DataBundle, run_dir: Path, dataset: IntentDataset | None = None
-) -> tuple[list, dict]:
-    """Priors of ``dataset`` (default: the training split), fused when several methods are configured,
-    and what computing them cost."""
-    from rationalign.attribution.hybrid import fuse
+) -> tuple[dict[str, list], dict]:
+    """Each configured method's priors of ``dataset`` (default: the training split) and their cost;
+    whatever the store already holds is reused."""
     from rationalign.attribution.store import PriorStore, compute_priors
     from rationalign.teachers.cache import CachedTeacher
 
@@ -159,14 +158,26 @@ def compute_run_priors(
     dataset = dataset if dataset is not None else bundle.train
     texts = dataset.texts
     targets = dataset.label_ids(bundle.label_space)
-    per_method, cost = [], {}
+    per_method, cost = {}, {}
     for method in pc.methods:
         attributor = _attributor(method, pc, teacher, bundle)
         fingerprint = getattr(attributor, "fingerprint", None) or teacher.fingerprint
         result = compute_priors(attributor, texts, targets, store, fingerprint=fingerprint, method=method)
-        per_method.append(result.attributions)
+        per_method[method] = result.attributions
         cost[method] = result.summary()
-    fused = per_method[0] if len(per_method) == 1 else fuse(per_method, how=pc.fuse, weights=pc.weights)
+    return per_method, cost
+
+
+def compute_run_priors(
+    cfg: DistillRunConfig, teacher, bundle: DataBundle, run_dir: Path, dataset: IntentDataset | None = None
+) -> tuple[list, dict]:
+    """The priors the student is aligned to: one method's, or their CAP-Hybrid fusion."""
+    from rationalign.attribution.hybrid import fuse
+
+    assert cfg.priors is not None
+    per_method, cost = compute_method_priors(cfg, teacher, bundle, run_dir, dataset)
+    lists = list(per_method.values())
+    fused = lists[0] if len(lists) == 1 else fuse(lists, how=cfg.priors.fuse, weights=cfg.priors.weights)
     return fused, cost
 
 
