@@ -6,8 +6,12 @@ from :mod:`.words`. ``ShapPrior`` lives in :mod:`.shap_prior` (optional dependen
 
 from rationalign.attribution.attention import AttentionPrior
 from rationalign.attribution.base import Attributor, WordAttribution, normalise
+from rationalign.attribution.cap import CAPPrior
 from rationalign.attribution.gradient import GradientXInput, gradient_x_input_tokens
+from rationalign.attribution.hybrid import HybridPrior, fuse
 from rationalign.attribution.integrated_gradients import IntegratedGradients, path_integrated_gradients
+from rationalign.attribution.lime import LimePrior
+from rationalign.attribution.store import PriorStore, compute_priors
 from rationalign.attribution.words import (
     WORD_PATTERN,
     WordAlignment,
@@ -34,13 +38,19 @@ __all__ = [
     "WORD_PATTERN",
     "AttentionPrior",
     "Attributor",
+    "CAPPrior",
     "GradientXInput",
+    "HybridPrior",
     "IntegratedGradients",
+    "LimePrior",
+    "PriorStore",
     "ShapPrior",
     "WordAlignment",
     "WordAttribution",
     "align_offsets",
+    "compute_priors",
     "encode_with_words",
+    "fuse",
     "gradient_x_input_tokens",
     "join_words",
     "normalise",

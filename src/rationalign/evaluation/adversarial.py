@@ -5,21 +5,25 @@ Three generators, each deterministic under a seed (the random stream of utteranc
 
 - :class:`SynonymSwap`: a label-carrying word (top PMI keyword of the gold label, or top prior word) is
   replaced by a WordNet synonym for its guessed part of speech, re-inflected like the original word
-  (``cards`` -> ``identity cards``; irregular forms are skipped). Candidates are scored by the cosine
-  similarity of the MiniLM sentence embeddings of the original and the edited utterance
-  (``validity``); the best ``n_per_example`` per utterance are kept.
+  (``charged`` -> ``billed``; irregular forms are skipped). Words inside compounds (``credit card``,
+  ``top up``, ``top-up``) are left alone and synonyms that WordPiece splits (rare words such as
+  ``requital``) are dropped. Candidates are scored by the cosine similarity of the MiniLM sentence
+  embeddings of the original and the edited utterance (``validity``, threshold 0.85); the best
+  ``n_per_example`` per utterance are kept.
 - :class:`ConfusableKeywordSwap`: a label-carrying word is replaced by a keyword of the gold label's most
   confusable class. The intent must survive the swap, which is checked one of two ways:
 
   * with a reference model (a teacher; any ``predict_proba``): ``validity`` = the reference's probability
-    of the gold label on the edited utterance;
+    of the gold label on the edited utterance (threshold 0.5);
   * without one, a heuristic: only words that do *not* separate the two classes may be swapped, and only
     for words that do not either: both the replaced and the inserted word must have
     ``sharedness >= min_sharedness`` (``keywords.PMIStats.sharedness``: as typical of the confusable
-    class as of the gold one). ``validity`` = the smaller of the two sharedness values (times the
-    sentence-embedding similarity when an encoder is given). This keeps the gold label's discriminative
-    words in place, but it does not understand the sentence: the hand-checked sample
-    (``examples/adversarial/NOTES.md``) measures how often it still produces a wrong or odd sentence.
+    class as of the gold one), the same surface inflection, not be one word in two forms
+    (``verify``/``verification``) and, given WordNet, fit the old word's part of speech; given a sentence
+    encoder, the two words must also be similar in isolation (cosine >= 0.5) and ``validity`` is the
+    sentence similarity (threshold 0.85), else the smaller sharedness. This keeps the gold label's
+    discriminative words in place, but it does not understand the sentence: the hand-checked samples
+    (``examples/adversarial/NOTES.md``) measure how often it still produces a wrong or odd sentence.
 - :class:`LLMRewrite`: asks a text generator (anything with ``generate(prompt) -> str``, e.g. an LLM
   teacher, or :class:`TransformersGenerator` over the shipped SmolLM2) to rewrite the utterance without
   the keyword. The reply must drop the keyword and change the text; ``validity`` = sentence similarity
