@@ -74,6 +74,10 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the run directory's last checkpoint.")
     ] = False,
+    extra_data: Annotated[
+        list[Path] | None,
+        typer.Option("--extra-data", help="A reviewed divergence queue (JSONL) to train on too."),
+    ] = None,
     sets: SetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -91,6 +95,8 @@ def train(
         "train.batch_size": batch_size,
         "train.seed": seed,
     }
+    if extra_data:
+        overrides["extra_data"] = [str(p) for p in extra_data]
     cfg = _run_config(config, overrides, sets)
     result = train_run(cfg, resume=resume, progress=not as_json)
     if as_json:

@@ -165,7 +165,8 @@ def test_suite_errors(tmp_path, tiny_classifier, data_dir, model_dir):
     from rationalign.data.types import LabelSpace
 
     headless = type(tiny_classifier).tiny(tiny_classifier.label_space, arch="bert", seed=0)
-    headless.label_space = LabelSpace([*tiny_classifier.label_space.names, "extra_intent"])  # 5 names, 4 logits
+    # 5 label names over a head with 4 logits
+    headless.label_space = LabelSpace([*tiny_classifier.label_space.names, "extra_intent"])
     with pytest.raises(ModelError, match="4 logits for 5 labels"):
         evaluate_suite(headless, str(data_dir), stability=False, limit=1)
     bad_attack = AttackSet(

@@ -6,7 +6,7 @@ import json
 import platform
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rationalign import __version__
 from rationalign.config import dump_yaml
-from rationalign.data.io import DataConfig, load_data
+from rationalign.data.fingerprint import fingerprint_splits
+from rationalign.data.io import DataBundle, DataConfig, load_data
 from rationalign.data.types import IntentDataset
 from rationalign.errors import ConfigError
 from rationalign.evaluation.metrics import ClassificationReport, classification_report
@@ -33,6 +34,9 @@ class RunConfig(BaseModel):
 
     data: DataConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
+    extra_data: list[str] = Field(
+        default_factory=list, description="reviewed divergence queues (JSONL) added to the training split"
+    )
     output_dir: str = "runs/latest"
 
 
@@ -53,6 +57,19 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+def add_extra_data(bundle: DataBundle, paths: list[str]) -> DataBundle:
+    """Append reviewed divergence-queue items to the training split (the fingerprint covers them)."""
+    if not paths:
+        return bundle
+    from rationalign.evaluation.divergence import load_reviewed_queue
+
+    extra = [e for p in paths for e in load_reviewed_queue(p, bundle.label_space).examples]
+    train = IntentDataset(bundle.train.examples + extra, bundle.train.name, bundle.train.path)
+    splits = {"train": train, "valid": bundle.valid, "test": bundle.test}
+    notes = [*bundle.notes, f"{len(extra)} reviewed examples added from {', '.join(paths)}"]
+    return replace(bundle, train=train, fingerprint=fingerprint_splits(splits), notes=notes)
 
 
 def evaluate_classifier(
@@ -119,7 +136,7 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Ru
             )
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
-    bundle = load_data(cfg.data)
+    bundle = add_extra_data(load_data(cfg.data), cfg.extra_data)
     tc = cfg.train
     clf = IntentClassifier.from_base(
         tc.model,

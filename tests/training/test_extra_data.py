@@ -1,0 +1,32 @@
+import pytest
+
+from rationalign.data.io import DataConfig, load_data
+from rationalign.errors import DataError
+from rationalign.evaluation.divergence import DivergenceItem, write_queue
+from rationalign.training.run import add_extra_data
+
+
+def _item(text, label, reviewed, **extra):
+    return DivergenceItem(text, label, "alarm_set", label, [], [], 0.1, "label", reviewed, extra)
+
+
+def test_reviewed_queue_items_join_the_training_split(tmp_path, tiny_data_dir):
+    bundle = load_data(DataConfig(path=str(tiny_data_dir)))
+    queue = write_queue(
+        tmp_path / "queue.jsonl",
+        [
+            _item("turn my alarm off and on", "alarm_set", True),
+            _item("is my card blocked", "alarm_query", True, corrected_label="card_block"),
+            _item("not looked at yet", "alarm_set", False),
+        ],
+    )
+    grown = add_extra_data(bundle, [str(queue)])
+    assert len(grown.train) == len(bundle.train) + 2
+    added = {e.text: e.label for e in grown.train.examples[len(bundle.train) :]}
+    assert added == {"turn my alarm off and on": "alarm_set", "is my card blocked": "card_block"}
+    assert grown.fingerprint != bundle.fingerprint and "2 reviewed examples" in grown.notes[-1]
+    assert add_extra_data(bundle, []) is bundle
+
+    bad = write_queue(tmp_path / "bad.jsonl", [_item("x", "no_such_label", True)])
+    with pytest.raises(DataError, match="bad.jsonl:1"):
+        add_extra_data(bundle, [str(bad)])
