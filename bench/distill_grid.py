@@ -71,6 +71,9 @@ def main() -> None:
         dataset = base["data"]["path"]
         split = base["data"].get("train_split", "train")
         setting = "full" if split == "train" else f"{split.split('_')[1]}-shot"
+        layers = (base.get("student") or {}).get("num_layers")
+        if layers:
+            setting += f", {layers}-layer student"
         for variant in args.variants:
             per_seed: list[dict[str, float]] = []
             commands = []
