@@ -71,6 +71,11 @@ class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     attack_set: str | None = Field(None, description="adversarial JSONL from `rationalign attack` (optional)")
+    attack_limit: int | None = Field(
+        None,
+        ge=1,
+        description="without attack_set: attack the first N test utterances (synonym + confusable)",
+    )
     suite: bool = Field(True, description="run the full evaluation suite on the test split")
     limit: int | None = Field(300, ge=1, description="examples for the expensive metrics (faithfulness, ...)")
 
@@ -309,8 +314,22 @@ def _suite_metrics(
         subset = bundle.test.subset(range(min(limit or len(bundle.test), len(bundle.test))), name="test-head")
         fused, _ = compute_run_priors(cfg, teacher, bundle, run_dir, dataset=subset)
         teacher_priors = {a_text: a for a_text, a in zip(subset.texts, fused, strict=True)}
-    result = evaluate_suite(
-        model_dir, bundle, attack_set=cfg.evaluation.attack_set, teacher_priors=teacher_priors, limit=limit
-    )
+    attack = cfg.evaluation.attack_set
+    if attack is None and cfg.evaluation.attack_limit and bundle.test is not None:
+        attack = build_attack_set(bundle, run_dir / "adversarial.jsonl", cfg.evaluation.attack_limit)
+    result = evaluate_suite(model_dir, bundle, attack_set=attack, teacher_priors=teacher_priors, limit=limit)
     result.save(run_dir / "suite.json")
     return {"suite": result.metrics}
+
+
+def build_attack_set(bundle: DataBundle, path: Path, limit: int) -> Path:
+    """WordNet-synonym and confusable-keyword swaps of the first ``limit`` test utterances (keywords by PMI
+    on the training split), saved once as ``path`` (the report shows them)."""
+    if path.is_file():
+        return path
+    from rationalign.evaluation.adversarial import generate_attack_set
+    from rationalign.evaluation.commands import build_generators
+
+    assert bundle.test is not None
+    generators = build_generators(bundle.train, ["synonym", "confusable"])
+    return generate_attack_set(bundle.test, generators, 1, seed=0, limit=limit).save(path)

@@ -38,3 +38,4 @@ def test_demo_runs_the_pipeline_and_writes_a_report(tmp_path: Path, tiny_data_di
     assert "<html" in report.lower() and "http://" not in report.split("</head>")[0]
     assert (out / "model" / "model.safetensors").is_file() and (out / "teacher" / "model").is_dir()
     assert (out / "priors.sqlite").is_file()
+    assert (out / "adversarial.jsonl").is_file()  # the attack set the demo builds when none is given
