@@ -211,7 +211,7 @@ def test_llm_specs(tiny_llm_dir, small_space):
 
 
 @pytest.mark.slow
-def test_real_smollm2_prefix_cache_and_both_modes(small_space, texts):
+def test_real_smollm2_prefix_cache_equals_the_full_prompt(small_space, texts):
     """The real protocol on the real model (30 layers, GQA, tied embeddings): cache == no cache."""
     teacher = LLMTeacher("smollm2-135m", small_space, batch_size=4)
     probs = teacher.predict_proba(texts[:3])
