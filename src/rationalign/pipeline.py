@@ -23,7 +23,6 @@ from rationalign.config import dump_yaml
 from rationalign.data.io import DataBundle, DataConfig, load_data
 from rationalign.data.types import IntentDataset
 from rationalign.errors import ConfigError
-from rationalign.models.classifier import IntentClassifier
 from rationalign.training.config import TrainConfig
 from rationalign.training.distill import DistillationObjective, DistillConfig
 from rationalign.training.run import (
@@ -32,6 +31,7 @@ from rationalign.training.run import (
     RunConfig,
     evaluate_classifier,
     git_commit,
+    new_classifier,
     train_run,
 )
 from rationalign.training.trainer import Trainer
@@ -225,14 +225,7 @@ def distill_run(cfg: DistillRunConfig, progress: bool = True) -> DistillResult:
 
     console.rule("[bold]student")
     sc = cfg.student
-    student = IntentClassifier.from_base(
-        sc.model,
-        bundle.label_space,
-        pooling=sc.pooling,
-        num_layers=sc.num_layers,
-        max_length=sc.max_length,
-        seed=sc.seed,
-    )
+    student = new_classifier(sc, bundle.label_space)
     objective = DistillationObjective(cfg.distill, soft_labels=soft, priors=priors)
     trained = Trainer(
         student, bundle.train, bundle.valid, sc, run_dir, objective=objective, progress=progress

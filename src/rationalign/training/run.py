@@ -18,7 +18,7 @@ from rationalign import __version__
 from rationalign.config import dump_yaml
 from rationalign.data.fingerprint import fingerprint_splits
 from rationalign.data.io import DataBundle, DataConfig, load_data
-from rationalign.data.types import IntentDataset
+from rationalign.data.types import IntentDataset, LabelSpace
 from rationalign.errors import ConfigError
 from rationalign.evaluation.metrics import ClassificationReport, classification_report
 from rationalign.models.classifier import IntentClassifier
@@ -57,6 +57,18 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+def new_classifier(tc: TrainConfig, label_space: LabelSpace) -> IntentClassifier:
+    """The untrained classifier a training config describes (backbone, pooling, layers, seed)."""
+    return IntentClassifier.from_base(
+        tc.model,
+        label_space,
+        pooling=tc.pooling,
+        num_layers=tc.num_layers,
+        max_length=tc.max_length,
+        seed=tc.seed,
+    )
 
 
 def add_extra_data(bundle: DataBundle, paths: list[str]) -> DataBundle:
@@ -138,14 +150,7 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Ru
     t0 = time.perf_counter()
     bundle = add_extra_data(load_data(cfg.data), cfg.extra_data)
     tc = cfg.train
-    clf = IntentClassifier.from_base(
-        tc.model,
-        bundle.label_space,
-        pooling=tc.pooling,
-        num_layers=tc.num_layers,
-        max_length=tc.max_length,
-        seed=tc.seed,
-    )
+    clf = new_classifier(tc, bundle.label_space)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(config_text, encoding="utf-8")
     result = Trainer(clf, bundle.train, bundle.valid, tc, run_dir, progress=progress).fit(resume=resume)
