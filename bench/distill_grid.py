@@ -79,7 +79,12 @@ def main() -> None:
             commands = []
             for seed in args.seeds:
                 slug = variant.strip("+ ").lower().replace(" ", "-").replace("(", "").replace(")", "")
-                out = REPO_ROOT / "runs" / "distill" / f"{dataset}-{setting}-{slug}-s{seed}"
+                out = (
+                    REPO_ROOT
+                    / "runs"
+                    / "distill"
+                    / f"{dataset}-{setting}-{slug}-s{seed}".replace(", ", "-").replace(" ", "-")
+                )
                 sets = [*VARIANTS[variant], *args.sets, f"student.seed={seed}", f"output_dir={out}"]
                 cfg = build(DistillRunConfig, apply_overrides(base, sets), config_path)
                 result = distill_run(cfg, progress=sys.stderr.isatty())
