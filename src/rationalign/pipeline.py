@@ -177,13 +177,58 @@ def compute_run_priors(
     cfg: DistillRunConfig, teacher, bundle: DataBundle, run_dir: Path, dataset: IntentDataset | None = None
 ) -> tuple[list, dict]:
     """The priors the student is aligned to: one method's, or their CAP-Hybrid fusion."""
-    from rationalign.attribution.hybrid import fuse
 
     assert cfg.priors is not None
     per_method, cost = compute_method_priors(cfg, teacher, bundle, run_dir, dataset)
+    return fuse_priors(cfg, per_method), cost
+
+
+def fuse_priors(cfg: DistillRunConfig, per_method: dict[str, list]) -> list:
+    from rationalign.attribution.hybrid import fuse
+
+    assert cfg.priors is not None
     lists = list(per_method.values())
-    fused = lists[0] if len(lists) == 1 else fuse(lists, how=cfg.priors.fuse, weights=cfg.priors.weights)
-    return fused, cost
+    return lists[0] if len(lists) == 1 else fuse(lists, how=cfg.priors.fuse, weights=cfg.priors.weights)
+
+
+def write_heatmap_examples(
+    path: Path, model_dir: Path, subset: IntentDataset, per_method: dict[str, list], fused: list, n: int = 8
+) -> None:
+    """Student vs teacher vs prior word scores for the report: the first ``n`` evaluated utterances and the
+    ``n`` most confident mistakes. The teacher row is CAP when computed (the class-aware rationale), else
+    the first method; the prior row is what the student was aligned to. All explain the gold label."""
+    from rationalign.attribution.gradient import GradientXInput
+    from rationalign.models.classifier import IntentClassifier
+
+    student = IntentClassifier.load(model_dir)
+    gold = subset.label_ids(student.label_space)
+    probs = student.predict_proba(subset.texts)
+    predicted = probs.argmax(1)
+    wrong = sorted((i for i in range(len(subset)) if predicted[i] != gold[i]), key=lambda i: -probs[i].max())
+    chosen = [(i, "sampled") for i in range(min(n, len(subset)))] + [(i, "worst") for i in wrong[:n]]
+    if not chosen:
+        return
+    explained = GradientXInput(student).attribute(
+        [subset[i].text for i, _ in chosen], [gold[i] for i, _ in chosen]
+    )
+    teacher_method = "cap" if "cap" in per_method else next(iter(per_method))
+    lines = []
+    for (i, kind), attr in zip(chosen, explained, strict=True):
+        record = {
+            "text": subset[i].text,
+            "kind": kind,
+            "words": list(attr.words),
+            "student": [float(x) for x in attr.scores],
+            "label": subset[i].label,
+            "predicted": student.label_space.name(int(predicted[i])),
+        }
+        if list(per_method[teacher_method][i].words) == list(attr.words):
+            record["teacher"] = [float(x) for x in per_method[teacher_method][i].scores]
+            record["prior"] = [float(x) for x in fused[i].scores]
+        lines.append(json.dumps(record))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(path)
 
 
 def distill_run(cfg: DistillRunConfig, progress: bool = True) -> DistillResult:
@@ -305,8 +350,10 @@ def _suite_metrics(
     teacher_priors = None
     if cfg.priors is not None and teacher is not None and bundle.test is not None:
         subset = bundle.test.subset(range(min(limit or len(bundle.test), len(bundle.test))), name="test-head")
-        fused, _ = compute_run_priors(cfg, teacher, bundle, run_dir, dataset=subset)
+        per_method, _ = compute_method_priors(cfg, teacher, bundle, run_dir, dataset=subset)
+        fused = fuse_priors(cfg, per_method)
         teacher_priors = {a_text: a for a_text, a in zip(subset.texts, fused, strict=True)}
+        write_heatmap_examples(run_dir / "attributions.jsonl", model_dir, subset, per_method, fused)
     attack = cfg.evaluation.attack_set
     if attack is None and cfg.evaluation.attack_limit and bundle.test is not None:
         attack = build_attack_set(bundle, run_dir / "adversarial.jsonl", cfg.evaluation.attack_limit)

@@ -13,7 +13,13 @@ def test_distill_pipeline_runs_and_caches(tmp_path: Path, tiny_data_dir: Path, t
     config = {
         "data": {"path": str(tiny_data_dir)},
         "teacher": {"train": tiny},
-        "priors": {"methods": ["lime", "ig", "cap"], "fuse": "mean", "lime_samples": 16, "n_masks": 16, "ig_steps": 4},
+        "priors": {
+            "methods": ["lime", "ig", "cap"],
+            "fuse": "mean",
+            "lime_samples": 16,
+            "n_masks": 16,
+            "ig_steps": 4,
+        },
         "student": tiny,
         "distill": {"alpha": 0.5, "lam": 1.0, "align_loss": "mse", "attribution": "gxi"},
         "evaluation": {"limit": 4},
@@ -21,7 +27,17 @@ def test_distill_pipeline_runs_and_caches(tmp_path: Path, tiny_data_dir: Path, t
     path = tmp_path / "distill.yaml"
     path.write_text(yaml.safe_dump(config))
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "rationalign.cli", "distill", "--config", str(path), "--out", str(out), "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rationalign.cli",
+        "distill",
+        "--config",
+        str(path),
+        "--out",
+        str(out),
+        "--json",
+    ]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
@@ -33,6 +49,10 @@ def test_distill_pipeline_runs_and_caches(tmp_path: Path, tiny_data_dir: Path, t
     assert {"ce", "kd", "align"} <= set(parts)  # all three loss terms were active
     assert 0 <= manifest["metrics"]["test_accuracy"] <= 1
     assert (out / "suite.json").is_file() and "suite" in manifest["metrics"]
+    heatmaps = [json.loads(line) for line in (out / "attributions.jsonl").read_text().splitlines()]
+    assert heatmaps and all(
+        len(h["student"]) == len(h["words"]) == len(h["teacher"]) == len(h["prior"]) for h in heatmaps
+    )
     assert (out / "soft_labels.npy").is_file() and (out / "teacher" / "model" / "model.safetensors").is_file()
 
     # a second run reuses the teacher, the soft labels and every stored prior
