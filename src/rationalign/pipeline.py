@@ -281,7 +281,9 @@ def distill_run(cfg: DistillRunConfig, progress: bool = True) -> DistillResult:
     metrics: dict[str, Any] = {
         "best_valid_accuracy": trained.best_valid_accuracy,
         "best_epoch": trained.best_epoch,
-        "train_seconds": trained.wall_seconds,
+        "train_seconds": trained.wall_seconds
+        if trained.trained_now
+        else _previous_metric(run_dir, "train_seconds"),
         "train_examples_per_second": trained.train_examples_per_second,
     }
     if bundle.test is not None:
@@ -373,3 +375,11 @@ def build_attack_set(bundle: DataBundle, path: Path, limit: int) -> Path:
     assert bundle.test is not None
     generators = build_generators(bundle.train, ["synonym", "confusable"])
     return generate_attack_set(bundle.test, generators, 1, seed=0, limit=limit).save(path)
+
+
+def _previous_metric(run_dir: Path, name: str) -> Any:
+    """A metric of this run directory's last manifest (a resumed, finished run keeps its training time)."""
+    path = run_dir / MANIFEST
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")).get("metrics", {}).get(name)

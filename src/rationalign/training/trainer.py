@@ -59,6 +59,7 @@ class TrainResult:
     wall_seconds: float
     train_examples_per_second: float
     history: list[EpochLog]
+    trained_now: bool = True  # False: a finished run was resumed and nothing was trained
 
 
 def resolve_device(name: str) -> torch.device:
@@ -221,6 +222,7 @@ class Trainer:
             if cfg.head_init == "prototype":
                 self.init_head_from_prototypes()
         started = time.perf_counter()
+        trained_now = not state["done"]
         if not state["done"]:
             self._loop(state, optimizer, scheduler)
         wall = time.perf_counter() - started
@@ -241,6 +243,7 @@ class Trainer:
             wall_seconds=wall,
             train_examples_per_second=state["examples_seen"] / max(state["train_seconds"], 1e-9),
             history=history,
+            trained_now=trained_now,
         )
 
     def _loop(self, state: dict, optimizer: torch.optim.Optimizer, scheduler) -> None:
