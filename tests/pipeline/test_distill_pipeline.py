@@ -60,4 +60,6 @@ def test_distill_pipeline_runs_and_caches(tmp_path: Path, tiny_data_dir: Path, t
     assert second.returncode == 0, second.stderr[-3000:]
     again = json.loads((out / "manifest.json").read_text())
     assert all(c["computed"] == 0 for c in again["priors"]["cost"].values())
-    assert again["metrics"]["train_seconds"] == manifest["metrics"]["train_seconds"]  # not the 0 s of a no-op resume
+    assert (
+        again["metrics"]["train_seconds"] == manifest["metrics"]["train_seconds"]
+    )  # not the 0 s of a no-op resume

@@ -28,5 +28,5 @@ def test_reviewed_queue_items_join_the_training_split(tmp_path, tiny_data_dir):
     assert add_extra_data(bundle, []) is bundle
 
     bad = write_queue(tmp_path / "bad.jsonl", [_item("x", "no_such_label", True)])
-    with pytest.raises(DataError, match="bad.jsonl:1"):
+    with pytest.raises(DataError, match=r"bad\.jsonl:1"):
         add_extra_data(bundle, [str(bad)])

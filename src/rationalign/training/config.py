@@ -31,7 +31,9 @@ class TrainConfig(BaseModel):
     head_init: Literal["random", "prototype"] = Field(
         "prototype", description="prototype: head rows start as normalised class-mean sentence vectors"
     )
-    prototype_scale: float = Field(20.0, gt=0, description="logit scale of the prototype head (a cosine temperature)")
+    prototype_scale: float = Field(
+        20.0, gt=0, description="logit scale of the prototype head (a cosine temperature)"
+    )
     patience: int = Field(3, ge=1, description="epochs without validation improvement before stopping")
     checkpoint_every: int = Field(100, ge=1, description="optimizer steps between resumable checkpoints")
     seed: int = 0
