@@ -12,7 +12,6 @@ import os
 import platform
 import shlex
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -179,15 +178,9 @@ def load_jsonl(path: str | Path) -> tuple[list[str], list[str]]:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from rationalign.files import atomic_write_text as write
+
+    write(path, text)
 
 
 def results_path(name: str) -> Path:

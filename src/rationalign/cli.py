@@ -144,10 +144,9 @@ def evaluate(
     report = evaluate_classifier(clf, ds)
     payload = {"model": str(model_dir), "data": str(ds.path), "schema_version": 1, **report.to_dict()}
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-        tmp.replace(out)
+        from rationalign.files import atomic_write_text
+
+        atomic_write_text(out, json.dumps(payload, indent=1) + "\n")
     if as_json:
         payload.pop("confusion")
         print(json.dumps(payload))

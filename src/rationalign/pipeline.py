@@ -23,6 +23,7 @@ from rationalign.config import dump_yaml
 from rationalign.data.io import DataBundle, DataConfig, load_data
 from rationalign.data.types import IntentDataset
 from rationalign.errors import ConfigError
+from rationalign.files import atomic_write_text
 from rationalign.training.config import TrainConfig
 from rationalign.training.distill import DistillationObjective, DistillConfig
 from rationalign.training.run import (
@@ -226,9 +227,7 @@ def write_heatmap_examples(
             record["teacher"] = [float(x) for x in per_method[teacher_method][i].scores]
             record["prior"] = [float(x) for x in fused[i].scores]
         lines.append(json.dumps(record))
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def distill_run(cfg: DistillRunConfig, progress: bool = True) -> DistillResult:
@@ -327,9 +326,7 @@ def distill_run(cfg: DistillRunConfig, progress: bool = True) -> DistillResult:
         "history": [h.__dict__ for h in trained.history],
         "metrics": metrics,
     }
-    tmp = run_dir / f"{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, default=str) + "\n", encoding="utf-8")
-    tmp.replace(run_dir / MANIFEST)
+    atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=1, default=str) + "\n")
     return DistillResult(run_dir, trained.model_dir, manifest)
 
 

@@ -322,29 +322,21 @@ def _label_universe(data: str, dataset, text_field: str, label_field: str) -> li
 
 def _export(run, path: Path) -> None:
     """This run's priors (input order) as JSON lines, written to a temporary file and renamed."""
-    import os
-    import tempfile
+    from rationalign.files import atomic_writer
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            for key, attribution in zip(run.keys, run.attributions, strict=True):
-                record = {
-                    "text": key.text,
-                    "target": key.target,
-                    "method": key.method,
-                    "fingerprint": key.fingerprint,
-                    "params": json.loads(key.params),
-                    "words": attribution.words,
-                    "scores": [float(s) for s in attribution.scores],
-                    "meta": attribution.meta,
-                }
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as out:
+        for key, attribution in zip(run.keys, run.attributions, strict=True):
+            record = {
+                "text": key.text,
+                "target": key.target,
+                "method": key.method,
+                "fingerprint": key.fingerprint,
+                "params": json.loads(key.params),
+                "words": attribution.words,
+                "scores": [float(s) for s in attribution.scores],
+                "meta": attribution.meta,
+            }
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def register(app: typer.Typer) -> None:

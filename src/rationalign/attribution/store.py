@@ -10,9 +10,7 @@ job loses at most the batch in flight and a re-run computes only what is missing
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ import numpy as np
 from rationalign.attribution.base import WordAttribution
 from rationalign.attribution.masks import CostReport
 from rationalign.errors import DataError, located
+from rationalign.files import atomic_writer, json_default
 
 SCHEMA_VERSION = 1
 SCORE_DTYPE = "<f4"
@@ -49,27 +48,13 @@ CREATE TABLE IF NOT EXISTS priors (
 """
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot store a {type(value).__name__} in a prior key or meta")
-
-
 def canonical_params(params: dict | str | None) -> str:
     """Parameters as canonical JSON (sorted keys, compact): equal settings give equal keys."""
     if params is None:
         params = {}
     if isinstance(params, str):
         params = json.loads(params)
-    return json.dumps(
-        params, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
-    )
+    return json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=json_default)
 
 
 @dataclass(frozen=True)
@@ -227,7 +212,7 @@ class PriorStore:
                     json.dumps(list(attribution.words), ensure_ascii=False),
                     scores.astype(SCORE_DTYPE).tobytes(),
                     json.dumps(
-                        attribution.meta or {}, sort_keys=True, ensure_ascii=False, default=_json_default
+                        attribution.meta or {}, sort_keys=True, ensure_ascii=False, default=json_default
                     ),
                     stamp,
                 )
@@ -248,36 +233,29 @@ class PriorStore:
     ) -> int:
         """Write the (optionally filtered) rows as JSON lines; written to a temporary file, then renamed."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         where, args = self._filter(fingerprint, method)
         query = (
             "SELECT fingerprint, method, params, text, target, words, scores, meta, created_at FROM priors"
             f"{where} ORDER BY fingerprint, method, params, text, target"
         )
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         n = 0
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                for fp, method_name, params, text, target, words, blob, meta, created in self._db.execute(
-                    query, args
-                ):
-                    record = {
-                        "fingerprint": fp,
-                        "method": method_name,
-                        "params": json.loads(params),
-                        "text": text,
-                        "target": target,
-                        "words": json.loads(words),
-                        "scores": np.frombuffer(blob, dtype=SCORE_DTYPE).astype(float).tolist(),
-                        "meta": json.loads(meta),
-                        "created_at": created,
-                    }
-                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                    n += 1
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_writer(path) as out:
+            for fp, method_name, params, text, target, words, blob, meta, created in self._db.execute(
+                query, args
+            ):
+                record = {
+                    "fingerprint": fp,
+                    "method": method_name,
+                    "params": json.loads(params),
+                    "text": text,
+                    "target": target,
+                    "words": json.loads(words),
+                    "scores": np.frombuffer(blob, dtype=SCORE_DTYPE).astype(float).tolist(),
+                    "meta": json.loads(meta),
+                    "created_at": created,
+                }
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                n += 1
         return n
 
     def close(self) -> None:

@@ -38,9 +38,7 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import re
-import tempfile
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -61,6 +59,7 @@ from rationalign.evaluation.keywords import (
     label_carrying_positions,
 )
 from rationalign.evaluation.wordnet import DETERMINERS, WordNet, load_wordnet
+from rationalign.files import atomic_write_text
 
 ATTACK_FORMAT = "rationalign.attack_set"
 ATTACK_SCHEMA_VERSION = 1
@@ -981,15 +980,7 @@ class AttackSet:
         lines += [json.dumps({"type": "example", **e.to_dict()}) for e in self.examples]
         if include_rejected:
             lines += [json.dumps({"type": "rejected", **e.to_dict()}) for e in self.rejected]
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write("\n".join(lines) + "\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write_text(path, "\n".join(lines) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> AttackSet:

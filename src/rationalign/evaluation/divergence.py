@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ import numpy as np
 from rationalign.data.types import Example, IntentDataset, LabelSpace
 from rationalign.errors import ConfigError, DataError, located
 from rationalign.evaluation.fidelity import as_word_scores, spearman
+from rationalign.files import atomic_writer
 
 QUEUE_FIELDS = (
     "text",
@@ -176,16 +175,9 @@ def divergence_queue(
 def write_queue(path: str | Path, items: Sequence[DivergenceItem]) -> Path:
     """Write the queue as JSON lines, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            for item in items:
-                out.write(json.dumps(item.to_dict(), ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as out:
+        for item in items:
+            out.write(json.dumps(item.to_dict(), ensure_ascii=False) + "\n")
     return path
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -51,6 +50,7 @@ from rationalign.evaluation.fidelity import evaluate_fidelity
 from rationalign.evaluation.metrics import accuracy, classification_report, macro_f1
 from rationalign.evaluation.ood import choose_abstain_threshold, evaluate_ood, in_scope_scores
 from rationalign.evaluation.stability import evaluate_stability
+from rationalign.files import atomic_write_text, json_default
 
 SCHEMA_VERSION = 1
 AttributionName = Literal["gxi", "ig"]
@@ -253,33 +253,9 @@ class SuiteResult:
         """Write the metrics JSON and the records JSONL (default ``<stem>.records.jsonl``) atomically."""
         path = Path(path)
         records = Path(records_path) if records_path else path.with_name(f"{path.stem}.records.jsonl")
-        _atomic_write(records, "".join(json.dumps(r, default=_json_default) + "\n" for r in self.records))
-        _atomic_write(path, json.dumps(self.to_dict(), indent=1, default=_json_default) + "\n")
+        atomic_write_text(records, "".join(json.dumps(r, default=json_default) + "\n" for r in self.records))
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1, default=json_default) + "\n")
         return path, records
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ------------------------------------------------------------------------------------------- helpers

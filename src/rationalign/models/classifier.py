@@ -28,6 +28,7 @@ from transformers import (
 from rationalign import __version__
 from rationalign.data.types import LABEL_SPACE_FILE, LabelSpace
 from rationalign.errors import ModelError
+from rationalign.files import atomic_write_text
 from rationalign.models.mean_pooling import CLASS_NAME, MODELING_FILE, mean_pooled_class, modeling_source
 from rationalign.models.resolver import resolve_model, weights_hash
 
@@ -240,9 +241,7 @@ class IntentClassifier:
         path = Path(directory) / META_FILE
         meta = json.loads(path.read_text(encoding="utf-8"))
         meta.update(temperature=self.temperature, abstain_threshold=self.abstain_threshold, **self.meta)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(meta, indent=1, default=str) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(meta, indent=1, default=str) + "\n")
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> IntentClassifier:

@@ -21,6 +21,7 @@ from rationalign.data.io import DataBundle, DataConfig, load_data
 from rationalign.data.types import IntentDataset, LabelSpace
 from rationalign.errors import ConfigError
 from rationalign.evaluation.metrics import ClassificationReport, classification_report
+from rationalign.files import atomic_write_text
 from rationalign.models.classifier import IntentClassifier
 from rationalign.training.config import TrainConfig
 from rationalign.training.trainer import Trainer, TrainResult
@@ -203,7 +204,5 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Ru
         )
     clf.meta.update(dataset_fingerprint=bundle.fingerprint, train_config=cfg.train.model_dump(mode="json"))
     clf.save(result.model_dir, card=model_card(cfg, manifest))
-    tmp = run_dir / f"{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, default=str) + "\n", encoding="utf-8")
-    tmp.replace(run_dir / MANIFEST)
+    atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=1, default=str) + "\n")
     return RunResult(run_dir, result.model_dir, result, test, manifest)
