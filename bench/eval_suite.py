@@ -136,11 +136,11 @@ def make_samples(dataset: str, n_source: int, n_llm: int, seed: int, force: bool
 
 
 # ----------------------------------------------------------------------------------------------- run
-def _row(dataset: str, setting: str, metric: str, value: float, command: str) -> Row:
+def _row(dataset: str, setting: str, metric: str, value: float, command: str, method: str = METHOD) -> Row:
     return Row(
         dataset,
         setting,
-        METHOD,
+        method,
         metric,
         float(value),
         0.0,
@@ -189,7 +189,14 @@ def measure_faithfulness(model_dir: Path, result, seed: int) -> tuple[float, flo
 
 
 def run_dataset(
-    dataset: str, model_dir: Path, limit: int, attack_limit: int | None, seed: int, out_dir: Path, reuse: bool
+    dataset: str,
+    model_dir: Path,
+    limit: int,
+    attack_limit: int | None,
+    seed: int,
+    out_dir: Path,
+    reuse: bool,
+    method: str = METHOD,
 ) -> list[Row]:
     """Build the attack set and run the suite (or, with ``reuse``, read both back from ``out_dir``), then
     turn every metric into a row."""
@@ -223,7 +230,7 @@ def run_dataset(
 
     def add(metric: str, value) -> None:
         if value is not None:
-            rows.append(_row(dataset, setting, metric, value, command))
+            rows.append(_row(dataset, setting, metric, value, command, method))
 
     add("clean_accuracy", m["clean"]["accuracy"])
     add("clean_macro_f1", m["clean"]["macro_f1"])
@@ -358,13 +365,16 @@ def render(datasets: list[str]) -> str:
     """The markdown tables of BENCHMARKS.md's "Evaluation suite" section, from the results file."""
     from _common import read_results
 
-    values = {(r["dataset"], r["metric"]): r["value"] for r in read_results(RESULTS_NAME)}
-    present = [d for d in datasets if any(k[0] == d for k in values)]
+    results = read_results(RESULTS_NAME)
+    values = {(r["dataset"], r["method"], r["metric"]): r["value"] for r in results}
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    present = [(d, m) for m in methods for d in datasets if any(k[:2] == (d, m) for k in values)]
+    header = [f"{d}, {m}" for d, m in present]
     out = []
     for title, rows in TABLES.items():
-        out.append(f"**{title}**\n\n| metric | " + " | ".join(present) + " |\n|---|" + "---:|" * len(present))
+        out.append(f"**{title}**\n\n| metric | " + " | ".join(header) + " |\n|---|" + "---:|" * len(present))
         for label, metric, scale in rows:
-            cells = [values.get((d, metric)) for d in present]
+            cells = [values.get((d, m, metric)) for d, m in present]
             if all(c is None for c in cells):
                 continue
             shown = []
@@ -394,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--attack-limit", type=int, default=None, help="attack only the first N test utterances")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--threads", type=int, default=1)
+    run.add_argument("--method", default=METHOD, help="the rows' method label (which student this is)")
     run.add_argument("--out-dir", type=Path, default=REPO_ROOT / "runs" / "eval_suite")
     run.add_argument(
         "--reuse", action="store_true", help="read the attack set and suite output back from --out-dir"
@@ -431,7 +442,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             continue
         rows += run_dataset(
-            dataset, model_dir, args.limit, args.attack_limit, args.seed, args.out_dir, args.reuse
+            dataset,
+            model_dir,
+            args.limit,
+            args.attack_limit,
+            args.seed,
+            args.out_dir,
+            args.reuse,
+            args.method,
         )
     if rows:
         print(write_results(RESULTS_NAME, rows))
