@@ -10,10 +10,12 @@ its own venv that holds both packages:
 Same inputs: ferret's evaluators delete *subword tokens* from the tokenizer's ``input_ids``, while ours
 delete *words* and re-tokenise. To compare like with like, the units here are the WordPiece tokens of each
 utterance: our evaluator gets them as its "words", and our ``predict_proba`` maps a unit list straight back
-to ids (``convert_tokens_to_ids``, with [CLS]/[SEP]), so both libraries feed the model exactly the same id
-sequences. The explanation is the same for both: token gradient x input towards the predicted class from our
+to ids and decodes them to text (``tokenizer.decode``), as ferret does before it re-tokenises, so both
+libraries feed the model exactly the same strings. The explanation is the same for both: token gradient x input towards the predicted class from our
 attribution module (ties broken by position, so both rank the tokens identically). ks are ours (ceil of
-1/5/10/20/50% of the tokens, deduplicated), passed to ferret as ``based_on="k"`` thresholds.
+1/5/10/20/50% of the tokens, deduplicated), passed to ferret as ``based_on="k"`` thresholds. ferret ranks
+only positive scores by default (and its ``only_pos=False`` path fails on numpy arrays in 0.4.2), so the
+scores are shifted to be positive; every metric compared here depends on the ranking only.
 
 Reported: mean absolute and max difference of per-utterance AOPC comprehensiveness, AOPC sufficiency and
 leave-one-out Kendall tau; both libraries' means; seconds per 100 utterances for the three metrics (ferret
@@ -76,16 +78,16 @@ def main() -> None:
 
     @torch.no_grad()
     def predict_units(unit_texts: list[str]) -> np.ndarray:
-        rows = [
-            [tokenizer.cls_token_id, *tokenizer.convert_tokens_to_ids(t.split()), tokenizer.sep_token_id]
-            for t in unit_texts
-        ]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), tokenizer.pad_token_id)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
-        return model(input_ids=ids, attention_mask=mask).logits.softmax(-1).double().numpy()
+        # ferret turns the kept ids back into text (tokenizer.decode) and runs the model on that text; do
+        # exactly the same, so both libraries score identical strings.
+        decoded = [tokenizer.decode(tokenizer.convert_tokens_to_ids(t.split())) for t in unit_texts]
+        enc = tokenizer(decoded, padding=True, truncation=True, return_tensors="pt")
+        return (
+            model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+            .logits.softmax(-1)
+            .double()
+            .numpy()
+        )
 
     # The explanation both libraries evaluate: token gradient x input towards the predicted class.
     handle = resolve_model(clf)
@@ -98,6 +100,7 @@ def main() -> None:
         )
         scores = scores[0, 1:-1].detach().double().numpy()
         scores = scores - 1e-9 * np.arange(len(scores))  # a fixed tie-break both libraries then agree on
+        scores = scores - scores.min() + 1.0  # positive, same ranking (see the module doc)
         attributions.append((tokenizer.tokenize(text), scores))
         targets.append(target)
 
