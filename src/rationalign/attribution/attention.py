@@ -15,14 +15,10 @@ import torch
 
 from rationalign.attribution.base import WordAttribution
 from rationalign.attribution.integrated_gradients import (
-    check_targets,
-    eval_mode,
-    length_order,
+    attribute_in_batches,
     model_inputs,
     resolve_model,
-    words_from_tokens,
 )
-from rationalign.attribution.words import encode_with_words
 
 Query = Literal["auto", "first", "last"]
 
@@ -91,27 +87,10 @@ class AttentionPrior:
         return rows * real
 
     def attribute(self, texts: Sequence[str], targets: Sequence[int]) -> list[WordAttribution]:
-        texts = list(texts)
-        targets = check_targets(texts, targets, self.handle.num_labels)
-        h = self.handle
-        results: list[WordAttribution | None] = [None] * len(texts)
-        if not texts:
-            return []
-        order = length_order(h.tokenizer, texts, h.max_length)
-        with eval_mode(h.model):
-            for start in range(0, len(texts), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                inputs, alignments = encode_with_words(
-                    h.tokenizer, [texts[i] for i in idx], h.max_length, device=h.device
-                )
-                tokens = self.token_scores(inputs["input_ids"], inputs["attention_mask"])
-                words = words_from_tokens(tokens, alignments, h.tokenizer.padding_side)
-                for j, i in enumerate(idx):
-                    results[i] = WordAttribution(
-                        alignments[j].words,
-                        words[j],
-                        self.name,
-                        targets[i],
-                        meta={"layer": self.layer, "query": self.query},
-                    )
-        return results  # type: ignore[return-value]
+        meta = {"layer": self.layer, "query": self.query}
+
+        def score_batch(inputs: dict[str, torch.Tensor], batch_targets: torch.Tensor):
+            tokens = self.token_scores(inputs["input_ids"], inputs["attention_mask"])
+            return tokens, [dict(meta) for _ in range(len(batch_targets))]
+
+        return attribute_in_batches(self.handle, texts, targets, self.batch_size, self.name, score_batch)

@@ -18,14 +18,10 @@ from rationalign.attribution.integrated_gradients import (
     ModelHandle,
     Output,
     Precision,
-    check_targets,
-    eval_mode,
-    length_order,
+    attribute_in_batches,
     path_integrated_gradients,
     resolve_model,
-    words_from_tokens,
 )
-from rationalign.attribution.words import encode_with_words
 
 
 def gradient_x_input_tokens(
@@ -80,32 +76,17 @@ class GradientXInput:
         self.batch_size = int(batch_size)
 
     def attribute(self, texts: Sequence[str], targets: Sequence[int]) -> list[WordAttribution]:
-        texts = list(texts)
-        targets = check_targets(texts, targets, self.handle.num_labels)
-        h = self.handle
-        results: list[WordAttribution | None] = [None] * len(texts)
-        if not texts:
-            return []
-        order = length_order(h.tokenizer, texts, h.max_length)
-        with eval_mode(h.model):
-            for start in range(0, len(texts), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                inputs, alignments = encode_with_words(h.tokenizer, [texts[i] for i in idx], h.max_length)
-                tokens = gradient_x_input_tokens(
-                    h,
-                    inputs["input_ids"],
-                    inputs["attention_mask"],
-                    torch.tensor([targets[i] for i in idx]),
-                    output=self.output,
-                    precision=self.precision,
-                )
-                words = words_from_tokens(tokens, alignments, h.tokenizer.padding_side)
-                for j, i in enumerate(idx):
-                    results[i] = WordAttribution(
-                        alignments[j].words,
-                        words[j],
-                        self.name,
-                        targets[i],
-                        meta={"output": self.output, "precision": self.precision},
-                    )
-        return results  # type: ignore[return-value]
+        meta = {"output": self.output, "precision": self.precision}
+
+        def score_batch(inputs: dict[str, torch.Tensor], batch_targets: torch.Tensor):
+            tokens = gradient_x_input_tokens(
+                self.handle,
+                inputs["input_ids"],
+                inputs["attention_mask"],
+                batch_targets,
+                output=self.output,
+                precision=self.precision,
+            )
+            return tokens, [dict(meta) for _ in range(len(batch_targets))]
+
+        return attribute_in_batches(self.handle, texts, targets, self.batch_size, self.name, score_batch)

@@ -21,7 +21,7 @@ contrastive against the other classes and not saturating like the probability), 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
@@ -287,6 +287,37 @@ def words_from_tokens(
     return [pooled[i, : a.n_words].double().numpy() for i, a in enumerate(alignments)]
 
 
+# Scores one length-sorted batch: (encoded inputs, targets) -> (token scores [B, T], one meta dict per row).
+BatchScorer = Callable[[dict[str, torch.Tensor], torch.Tensor], tuple[torch.Tensor, list[dict]]]
+
+
+def attribute_in_batches(
+    handle: ModelHandle,
+    texts: Sequence[str],
+    targets: Sequence[int],
+    batch_size: int,
+    name: str,
+    score_batch: BatchScorer,
+) -> list[WordAttribution]:
+    """The loop every token-level method shares: check targets, run length-sorted batches through
+    ``score_batch``, pool subword scores to words, and return the results in input order."""
+    texts = list(texts)
+    targets = check_targets(texts, targets, handle.num_labels)
+    results: list[WordAttribution | None] = [None] * len(texts)
+    order = length_order(handle.tokenizer, texts, handle.max_length) if texts else []
+    with eval_mode(handle.model):
+        for start in range(0, len(texts), batch_size):
+            idx = order[start : start + batch_size]
+            inputs, alignments = encode_with_words(
+                handle.tokenizer, [texts[i] for i in idx], handle.max_length, device=handle.device
+            )
+            tokens, metas = score_batch(inputs, torch.tensor([targets[i] for i in idx], device=handle.device))
+            words = words_from_tokens(tokens, alignments, handle.tokenizer.padding_side)
+            for j, i in enumerate(idx):
+                results[i] = WordAttribution(alignments[j].words, words[j], name, targets[i], meta=metas[j])
+    return results  # type: ignore[return-value]
+
+
 # ---------------------------------------------------------------------------------------------- method
 class IntegratedGradients:
     """Word-level Integrated Gradients of a classifier's target output, batched.
@@ -330,44 +361,35 @@ class IntegratedGradients:
         self.batch_size = batch_size or max(1, self.internal_batch // self.n_steps)
 
     def attribute(self, texts: Sequence[str], targets: Sequence[int]) -> list[WordAttribution]:
-        texts = list(texts)
-        targets = check_targets(texts, targets, self.handle.num_labels)
         h = self.handle
-        results: list[WordAttribution | None] = [None] * len(texts)
-        if not texts:
-            return []
-        order = length_order(h.tokenizer, texts, h.max_length)
-        with eval_mode(h.model):
-            for start in range(0, len(texts), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                inputs, alignments = encode_with_words(h.tokenizer, [texts[i] for i in idx], h.max_length)
-                baseline = pad_baseline_ids(inputs["input_ids"], inputs["attention_mask"], h.tokenizer)
-                res = path_integrated_gradients(
-                    h,
-                    inputs["input_ids"],
-                    inputs["attention_mask"],
-                    torch.tensor([targets[i] for i in idx]),
-                    baseline_ids=baseline,
-                    alphas=self.alphas,
-                    weights=self.weights,
-                    output=self.output,
-                    internal_batch=self.internal_batch,
-                    endpoints=self.completeness,
-                    precision=self.precision,
-                )
-                words = words_from_tokens(res.token_scores, alignments, h.tokenizer.padding_side)
-                totals = res.token_scores.sum(-1)
-                for j, i in enumerate(idx):
-                    meta = {
-                        "n_steps": self.n_steps,
-                        "method": self.method,
-                        "output": self.output,
-                        "precision": self.precision,
-                    }
-                    if self.completeness:
-                        fx, fb = float(res.f_input[j]), float(res.f_baseline[j])
-                        meta.update(delta=float(totals[j]) - (fx - fb), f_input=fx, f_baseline=fb)
-                    results[i] = WordAttribution(
-                        alignments[j].words, words[j], self.name, targets[i], meta=meta
-                    )
-        return results  # type: ignore[return-value]
+
+        def score_batch(inputs: dict[str, torch.Tensor], batch_targets: torch.Tensor):
+            res = path_integrated_gradients(
+                h,
+                inputs["input_ids"],
+                inputs["attention_mask"],
+                batch_targets,
+                baseline_ids=pad_baseline_ids(inputs["input_ids"], inputs["attention_mask"], h.tokenizer),
+                alphas=self.alphas,
+                weights=self.weights,
+                output=self.output,
+                internal_batch=self.internal_batch,
+                endpoints=self.completeness,
+                precision=self.precision,
+            )
+            totals = res.token_scores.sum(-1)
+            metas = []
+            for j in range(len(batch_targets)):
+                meta = {
+                    "n_steps": self.n_steps,
+                    "method": self.method,
+                    "output": self.output,
+                    "precision": self.precision,
+                }
+                if self.completeness:
+                    fx, fb = float(res.f_input[j]), float(res.f_baseline[j])
+                    meta.update(delta=float(totals[j]) - (fx - fb), f_input=fx, f_baseline=fb)
+                metas.append(meta)
+            return res.token_scores, metas
+
+        return attribute_in_batches(h, texts, targets, self.batch_size, self.name, score_batch)
