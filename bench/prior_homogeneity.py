@@ -1,11 +1,14 @@
-"""How homogeneous are the priors? Mean pairwise Spearman between IG, LIME and CAP (the paper's finding).
+"""How homogeneous are the priors? Mean pairwise Spearman between IG, LIME, CAP and SHAP (the paper's finding).
 
 Reads the priors a distillation config computed (the prior store; nothing is recomputed when present) for
-the training utterances, and reports the mean per-utterance Spearman between every pair of methods, over
-all utterances and over the utterances of confusable intents (label pairs the teacher confuses most on
-the validation split). Also the share of utterances whose top word is the same for every method.
+the training utterances (or the first ``--n`` of the test split), and reports the mean per-utterance
+Spearman between every pair of methods, over all utterances and over the utterances of confusable intents
+(label pairs the teacher confuses most on the validation split). Also the share of utterances whose top
+word is the same for every method. ``--set`` overrides config fields, e.g. the teacher.
 
     .venv/bin/python bench/prior_homogeneity.py --config examples/distill/banking77_10shot.yaml
+    .venv/bin/python bench/prior_homogeneity.py --config examples/distill/hwu64_10shot.yaml --split test \
+        --n 200 --methods ig lime cap shap --set teacher.spec=model:runs/bench/hwu64-10-shot-minilm-l6-ce-s0/model
 """
 
 from __future__ import annotations
@@ -44,16 +47,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--top-pairs", type=int, default=10, help="confusable label pairs to keep")
+    parser.add_argument("--methods", nargs="+", default=["ig", "lime", "cap"])
+    parser.add_argument("--split", choices=["train", "test"], default="train")
+    parser.add_argument("--n", type=int, default=None, help="only the first n utterances of the split")
+    parser.add_argument("--set", nargs="*", default=[], help="config overrides, a.b=value")
     args = parser.parse_args()
-    cfg = build(
-        DistillRunConfig,
-        apply_overrides(load_yaml(args.config), ["priors.methods=[ig,lime,cap]"]),
-        args.config,
-    )
+    overrides = [f"priors.methods=[{','.join(args.methods)}]", *args.set]
+    cfg = build(DistillRunConfig, apply_overrides(load_yaml(args.config), overrides), args.config)
     bundle = load_data(cfg.data)
     run_dir = Path(cfg.output_dir)
     teacher = _teacher(cfg, bundle, run_dir)
-    per_method, _ = compute_method_priors(cfg, teacher, bundle, run_dir)
+    split = bundle.train if args.split == "train" else bundle.test
+    assert split is not None
+    if args.n is not None:
+        split = split.subset(range(min(args.n, len(split))))
+    per_method, _ = compute_method_priors(cfg, teacher, bundle, run_dir, dataset=split)
     labels = bundle.label_space
     valid_pred = teacher.predict_proba(bundle.valid.texts).argmax(1)
     pairs = most_confused_pairs(
@@ -62,13 +70,15 @@ def main() -> None:
         args.top_pairs,
     )
     confusable = {p.true_label for p in pairs} | {p.predicted_label for p in pairs}
-    everything = list(range(len(bundle.train)))
-    confused_rows = [i for i, e in enumerate(bundle.train) if e.label in confusable]
+    everything = list(range(len(split)))
+    confused_rows = [i for i, e in enumerate(split) if e.label in confusable]
     dataset = str(cfg.data.path)
     setting = f"{cfg.data.train_split.split('_')[-1]}-shot" if cfg.data.train_split != "train" else "full"
+    setting += " teacher" if args.split == "test" else ""
+    scope = "train utterances" if args.split == "train" else f"first {len(split)} test utterances"
     machine, cmd, today = machine_info(), command_line(), date.today().isoformat()
     rows = []
-    for subset, idx in (("all train utterances", everything), ("confusable intents", confused_rows)):
+    for subset, idx in ((f"all {scope}", everything), (f"{scope}, confusable intents", confused_rows)):
         for pair, value in pairwise(per_method, idx).items():
             rows.append(
                 Row(
@@ -89,7 +99,7 @@ def main() -> None:
             Row(
                 dataset,
                 f"{setting}, {subset}",
-                "ig = lime = cap",
+                " = ".join(per_method),
                 "top_word_agreement",
                 round(100 * float(np.mean(top_same)), 1),
                 0.0,
@@ -99,7 +109,8 @@ def main() -> None:
                 machine,
             )
         )
-        print(subset, len(idx), {r.method: r.value for r in rows[-4:]}, flush=True)
+        n_pairs = len(per_method) * (len(per_method) - 1) // 2
+        print(subset, len(idx), {r.method: r.value for r in rows[-(n_pairs + 1) :]}, flush=True)
     write_results("prior_homogeneity", rows)
 
 

@@ -38,7 +38,7 @@ from rationalign.training.run import (
 from rationalign.training.trainer import Trainer
 
 console = Console(stderr=True)
-PriorMethod = Literal["cap", "lime", "ig", "gxi", "attention"]
+PriorMethod = Literal["cap", "lime", "ig", "gxi", "shap", "attention"]
 
 
 class TeacherConfig(BaseModel):
@@ -64,6 +64,7 @@ class PriorsConfig(BaseModel):
     n_masks: int = Field(64, ge=4)
     lime_samples: int = Field(256, ge=4)
     ig_steps: int = Field(16, ge=1)
+    shap_max_evals: int = Field(200, ge=8, description="model calls per utterance for shap (optional extra)")
     store: str | None = Field(None, description="SQLite prior store (default: <output_dir>/priors.sqlite)")
     seed: int = 0
 
@@ -144,9 +145,15 @@ def _attributor(method: str, cfg: PriorsConfig, teacher, bundle: DataBundle):
         from rationalign.attribution.gradient import GradientXInput
 
         return GradientXInput(clf)
-    from rationalign.attribution.attention import AttentionPrior
+    if method == "shap":
+        from rationalign.attribution.shap_prior import ShapPrior
 
-    return AttentionPrior(clf)
+        return ShapPrior(clf, max_evals=cfg.shap_max_evals)
+    if method == "attention":
+        from rationalign.attribution.attention import AttentionPrior
+
+        return AttentionPrior(clf)
+    raise ConfigError(f"priors: unknown method {method!r}; fix: choose one of {list(PriorMethod.__args__)}")
 
 
 def compute_method_priors(
