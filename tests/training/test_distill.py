@@ -189,3 +189,27 @@ def test_objective_parts_and_warmup(tiny_label_space):
     assert set(second.parts) == {"ce", "kd", "align"}
     second.loss.backward()
     assert clf.model.classifier.weight.grad is not None
+
+
+def test_align_fraction_aligns_a_subset_and_keeps_every_rows_logits(tiny_label_space):
+    clf = _clf(tiny_label_space)  # eval mode: no dropout, so logits are comparable across calls
+    enc = clf.encode(TEXTS)
+    batch = Batch(
+        enc["input_ids"], enc["attention_mask"], torch.tensor([0, 2, 3]), torch.tensor([0, 1, 2]), TEXTS
+    )
+    priors = [np.arange(1.0, len(split_words(t)) + 1) for t in TEXTS]
+    full = DistillationObjective(DistillConfig(alpha=0.0), priors=priors)(clf, batch)
+    part = DistillationObjective(DistillConfig(alpha=0.0, align_fraction=0.34), priors=priors)(clf, batch)
+    with torch.no_grad():
+        plain = clf.model(**batch.model_inputs()).logits
+    # every row's logits (and so CE) are the same whichever rows pay for the attribution
+    torch.testing.assert_close(part.logits.detach(), plain, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(full.logits.detach(), plain, atol=1e-5, rtol=1e-5)
+    assert part.parts["ce"] == pytest.approx(full.parts["ce"], abs=1e-5)
+    # the alignment term of 0.34 x 3 rows -> the first 2 rows only
+    first_two = DistillationObjective(DistillConfig(alpha=0.0), priors=priors[:2])
+    sub = Batch(batch.input_ids[:2], batch.attention_mask[:2], batch.labels[:2], batch.indices[:2], TEXTS[:2])
+    assert part.parts["align"] == pytest.approx(first_two(clf, sub).parts["align"], rel=1e-4)
+    assert part.parts["align"] != pytest.approx(full.parts["align"], rel=1e-3)
+    part.loss.backward()
+    assert clf.model.classifier.weight.grad is not None

@@ -52,6 +52,13 @@ class DistillConfig(BaseModel):
     student_sharpness: float = Field(
         1.0, gt=0, description="softmax sharpness for standardised student scores"
     )
+    align_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="share of each batch's rows that get the alignment term (the costly double backward);"
+        " batches are shuffled, so it is a random subset",
+    )
 
 
 def normalise_prior(scores: np.ndarray) -> np.ndarray | None:
@@ -190,16 +197,25 @@ class DistillationObjective:
         parts: dict[str, float] = {}
         align = None
         if lam > 0:
+            rows = len(batch.labels)
+            # Only the first m rows (a random subset: batches are shuffled) pay for the differentiable
+            # attribution; the rest take a plain forward pass.
+            m = rows if cfg.align_fraction >= 1 else max(1, int(np.ceil(cfg.align_fraction * rows)))
             attr = student_attribution(
                 clf,
-                batch.texts,
-                batch.labels,
+                batch.texts[:m],
+                batch.labels[:m],
                 method=cfg.attribution,
                 ig_steps=cfg.ig_steps,
                 output=cfg.output,
             )
-            logits = attr.logits if attr.logits is not None else clf.model(**batch.model_inputs()).logits
-            prior, keep = self._prior_batch(batch.indices.tolist(), attr.word_mask)
+            logits = attr.logits
+            if logits is None or m < rows:
+                inputs = batch.model_inputs()
+                start = 0 if logits is None else m
+                rest = clf.model(**{k: v[start:] for k, v in inputs.items()}).logits
+                logits = rest if logits is None else torch.cat([logits, rest])
+            prior, keep = self._prior_batch(batch.indices[:m].tolist(), attr.word_mask)
             if keep.any():
                 align = alignment_loss(
                     attr.word_scores[keep],
