@@ -241,6 +241,24 @@ def distill(
         console.print(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
 
 
+@app.command("config")
+def show_config(
+    kind: Annotated[str, typer.Argument(help="Which config: train or distill.")] = "distill",
+) -> None:
+    """Every field of a config file: dotted key (as --set takes it), type, default, meaning."""
+    from rationalign.config import describe_fields
+    from rationalign.pipeline import DistillRunConfig
+    from rationalign.training.run import RunConfig
+
+    models = {"train": RunConfig, "distill": DistillRunConfig}
+    if kind not in models:
+        raise ConfigError(f"unknown config kind {kind!r}; fix: choose one of {sorted(models)}")
+    table = Table("key", "type", "default", "meaning", title=f"{kind} config")
+    for key, type_name, default, description in describe_fields(models[kind]):
+        table.add_row(key, type_name, default, description)
+    console.print(table)
+
+
 @app.command()
 def models() -> None:
     """List the shipped models (they load offline from installed PyPI packages)."""

@@ -75,3 +75,45 @@ def build(model_cls: type[M], data: dict[str, Any], source: str = "config") -> M
 
 def dump_yaml(model: BaseModel) -> str:
     return yaml.safe_dump(model.model_dump(mode="json"), sort_keys=False)
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation (``Model``, ``Model | None``), else None."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _type_name(annotation: Any) -> str:
+    import re
+
+    name = getattr(annotation, "__name__", None)
+    text = name if name and not getattr(annotation, "__args__", None) else repr(annotation)
+    text = re.sub(r"\b(?:[a-z_]\w*\.)+(?=[A-Za-z_])", "", text)  # rationalign.x.TrainConfig -> TrainConfig
+    return text.replace("NoneType", "None")
+
+
+def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """Every field of a config model, nested sections flattened to dotted keys (the keys ``--set`` takes):
+    ``(key, type, default, description)``."""
+    from pydantic_core import PydanticUndefined
+
+    rows: list[tuple[str, str, str, str]] = []
+    for name, info in model.model_fields.items():
+        key = f"{prefix}{name}"
+        nested = _nested_model(info.annotation)
+        if info.default is not PydanticUndefined:
+            default = repr(info.default)
+        elif info.default_factory is not None:
+            default = "(section)" if nested else repr(info.default_factory())  # type: ignore[call-arg]
+        else:
+            default = "(required)"
+        rows.append((key, _type_name(info.annotation), default, info.description or ""))
+        if nested is not None:
+            rows.extend(describe_fields(nested, key + "."))
+    return rows

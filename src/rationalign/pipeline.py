@@ -56,17 +56,27 @@ class TeacherConfig(BaseModel):
 class PriorsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    methods: list[PriorMethod] = Field(default_factory=lambda: ["cap", "lime", "ig"])
-    fuse: Literal["mean", "max", "weighted"] = "mean"
-    weights: list[float] | None = None
+    methods: list[PriorMethod] = Field(
+        default_factory=lambda: ["cap", "lime", "ig"],
+        description="prior methods; several are fused (CAP-Hybrid)",
+    )
+    fuse: Literal["mean", "max", "weighted"] = Field(
+        "mean", description="CAP-Hybrid fusion of several methods (per-utterance normalised first)"
+    )
+    weights: list[float] | None = Field(None, description="per-method weights for fuse: weighted")
     cap_teacher: str | None = Field(None, description="teacher spec CAP queries (default: the teacher)")
-    cap_target: Literal["margin", "logprob", "prob"] = "margin"
-    n_masks: int = Field(64, ge=4)
-    lime_samples: int = Field(256, ge=4)
-    ig_steps: int = Field(16, ge=1)
+    cap_target: Literal["margin", "logprob", "prob"] = Field(
+        "margin",
+        description="CAP regresses the gold class's margin over the most confusable class, or its log-prob",
+    )
+    n_masks: int = Field(64, ge=4, description="CAP: masked variants scored by the teacher per utterance")
+    lime_samples: int = Field(
+        256, ge=4, description="LIME: masked variants per utterance (shared with CAP's)"
+    )
+    ig_steps: int = Field(16, ge=1, description="Integrated Gradients: quadrature steps")
     shap_max_evals: int = Field(200, ge=8, description="model calls per utterance for shap (optional extra)")
     store: str | None = Field(None, description="SQLite prior store (default: <output_dir>/priors.sqlite)")
-    seed: int = 0
+    seed: int = Field(0, description="seed of the mask samplers")
 
 
 class EvalConfig(BaseModel):
@@ -91,7 +101,9 @@ class DistillRunConfig(BaseModel):
     student: TrainConfig = Field(default_factory=TrainConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     evaluation: EvalConfig = Field(default_factory=EvalConfig)
-    output_dir: str = "runs/distill"
+    output_dir: str = Field(
+        "runs/distill", description="run directory (manifest, model, suite, report inputs)"
+    )
 
 
 @dataclass

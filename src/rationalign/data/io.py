@@ -282,15 +282,25 @@ class DataConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str
-    train_split: str = "train"
-    valid_split: str | None = "valid"
-    test_split: str | None = "test"
-    text_field: str = "text"
-    label_field: str = "label"
-    k_shot: int | None = Field(default=None, ge=1)
-    seed: int = Field(default=0, ge=0)
-    valid_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
+    path: str = Field(
+        description="a JSONL/CSV file, a folder of split files, or a dataset name (banking77, ...)"
+    )
+    train_split: str = Field("train", description="split file stem for training, e.g. train or train_10")
+    valid_split: str | None = Field(
+        "valid", description="validation split (null: carve valid_fraction of train)"
+    )
+    test_split: str | None = Field("test", description="test split (null: none)")
+    text_field: str = Field("text", description="JSON key / CSV column of the utterance")
+    label_field: str = Field("label", description="JSON key / CSV column of the intent")
+    k_shot: int | None = Field(
+        default=None, ge=1, description="sample k examples per label from train (seeded)"
+    )
+    seed: int = Field(
+        default=0, ge=0, description="seed of k-shot sampling and of carving a validation split"
+    )
+    valid_fraction: float = Field(
+        default=0.1, gt=0.0, lt=1.0, description="share of train carved off when there is no valid split"
+    )
 
 
 @dataclass

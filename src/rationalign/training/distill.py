@@ -44,10 +44,14 @@ class DistillConfig(BaseModel):
     alpha: float = Field(0.5, ge=0, description="weight of the soft-label KD term")
     temperature: float = Field(2.0, gt=0, description="KD temperature T")
     lam: float = Field(1.0, ge=0, description="weight lambda of the alignment term")
-    align_loss: AlignLoss = "mse"
-    attribution: Literal["gxi", "ig"] = "gxi"
-    ig_steps: int = Field(8, ge=1, le=64)
-    output: Literal["logit", "logprob", "prob"] = "logprob"
+    align_loss: AlignLoss = Field("mse", description="mse, kl (between softmaxed maps) or cosine (1 - cos)")
+    attribution: Literal["gxi", "ig"] = Field(
+        "gxi", description="student self-attribution: gradient x input, or Integrated Gradients with ig_steps"
+    )
+    ig_steps: int = Field(8, ge=1, le=64, description="IG steps of the student attribution (4-16)")
+    output: Literal["logit", "logprob", "prob"] = Field(
+        "logprob", description="the student output its attribution explains"
+    )
     warmup_steps: int = Field(0, ge=0, description="lambda ramps linearly from 0 over these steps")
     student_sharpness: float = Field(
         1.0, gt=0, description="softmax sharpness for standardised student scores"

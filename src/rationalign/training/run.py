@@ -38,7 +38,7 @@ class RunConfig(BaseModel):
     extra_data: list[str] = Field(
         default_factory=list, description="reviewed divergence queues (JSONL) added to the training split"
     )
-    output_dir: str = "runs/latest"
+    output_dir: str = Field("runs/latest", description="run directory (manifest, checkpoints, model)")
 
 
 @dataclass
