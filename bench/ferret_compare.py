@@ -74,7 +74,17 @@ def main() -> None:
     clf = IntentClassifier.load(args.model)
     model, tokenizer = clf.model.eval(), clf.tokenizer
     texts, _ = load_jsonl(datasets_root() / args.dataset / "test.jsonl")
-    texts = texts[: args.n]
+    # Canonical texts: ferret tokenises the explanation's text, we hand our evaluator its units; keep the
+    # utterances whose decoded text tokenises back to the same units (a few with [UNK] or odd characters
+    # do not), so both libraries start from the same ids.
+    canonical = []
+    for text in texts:
+        decoded = tokenizer.decode(tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text)))
+        if tokenizer.tokenize(decoded) == tokenizer.tokenize(text):
+            canonical.append(decoded)
+        if len(canonical) == args.n:
+            break
+    texts = canonical
 
     @torch.no_grad()
     def predict_units(unit_texts: list[str]) -> np.ndarray:
@@ -119,10 +129,12 @@ def main() -> None:
     )
     theirs: dict[str, list[float]] = {"comp": [], "suff": [], "tau": []}
     start = time.perf_counter()
-    for (units, scores), target, result in zip(attributions, targets, ours.examples, strict=True):
+    for text, (units, scores), target, result in zip(
+        texts, attributions, targets, ours.examples, strict=True
+    ):
         # ferret's explanation covers [CLS] and [SEP] too; remove_first_last drops them again.
         explanation = explanation_cls(
-            " ".join(units), ["[CLS]", *units, "[SEP]"], np.concatenate([[0.0], scores, [0.0]]), "gxi", target
+            text, ["[CLS]", *units, "[SEP]"], np.concatenate([[0.0], scores, [0.0]]), "gxi", target
         )
         removal = {"remove_tokens": True, "based_on": "k", "thresholds": result.ks}
         theirs["comp"].append(
