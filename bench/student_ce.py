@@ -22,7 +22,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO_ROOT, Row, command_line, datasets_root, machine_info, write_results
+from _common import (
+    REPO_ROOT,
+    Row,
+    command_line,
+    datasets_root,
+    machine_info,
+    markdown_table,
+    read_results,
+    write_results,
+)
 from rationalign.data.io import DataConfig
 from rationalign.training.config import TrainConfig
 from rationalign.training.run import RunConfig, train_run
@@ -68,7 +77,14 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs-dir", default=str(REPO_ROOT / "runs" / "bench"))
+    parser.add_argument("--markdown", action="store_true", help="print BENCHMARKS.md's tables and exit")
     args = parser.parse_args()
+    if args.markdown:
+        rows = read_results("student_ce")
+        for metric in ("accuracy", "macro_f1", "train_seconds"):
+            print(f"**{metric}**\n")
+            print(markdown_table(rows, metric, row_fields=("setting", "method"), columns=args.datasets))
+        return
     torch.set_num_threads(args.threads)
     method = args.method_name or f"{args.model} CE"
     machine = machine_info()
