@@ -148,77 +148,21 @@ def main() -> None:
     setting = (
         f"CAP, {args.n_masks} masks, {args.n} test utterances, SmolLM2-135M zero-shot, {args.threads} threads"
     )
-    rows = []
+    rows: list[Row] = []
+
+    def add(method: str, metric: str, value: float) -> None:
+        rows.append(Row(args.dataset, setting, method, metric, value, 0.0, 1, cmd, today, machine))
+
     for name, c in costs.items():
         for metric, value in c.items():
-            rows.append(
-                Row(
-                    args.dataset,
-                    setting,
-                    name,
-                    f"{metric}_per_utterance",
-                    round(value, 4),
-                    0.0,
-                    1,
-                    cmd,
-                    today,
-                    machine,
-                )
-            )
+            add(name, f"{metric}_per_utterance", round(value, 4))
     fast_cost = costs["codes + prefix cache"]
     for name in ("label text, cached", "naive label text (estimated)"):
-        rows.append(
-            Row(
-                args.dataset,
-                setting,
-                f"{name} / codes + prefix cache",
-                "seconds_ratio",
-                round(costs[name]["seconds"] / fast_cost["seconds"], 2),
-                0.0,
-                1,
-                cmd,
-                today,
-                machine,
-            )
-        )
-    rows += [
-        Row(
-            args.dataset,
-            setting,
-            "codes vs label text",
-            "cap_spearman_mean",
-            round(rho, 4),
-            0.0,
-            1,
-            cmd,
-            today,
-            machine,
-        ),
-        Row(
-            args.dataset,
-            setting,
-            "codes vs label text",
-            "unmasked_top1_agreement",
-            round(top1, 4),
-            0.0,
-            1,
-            cmd,
-            today,
-            machine,
-        ),
-        Row(
-            args.dataset,
-            setting,
-            "naive vs label text, cached",
-            "max_abs_prob_diff",
-            float(f"{max(diffs):.3g}"),
-            0.0,
-            1,
-            cmd,
-            today,
-            machine,
-        ),
-    ]
+        ratio = round(costs[name]["seconds"] / fast_cost["seconds"], 2)
+        add(f"{name} / codes + prefix cache", "seconds_ratio", ratio)
+    add("codes vs label text", "cap_spearman_mean", round(rho, 4))
+    add("codes vs label text", "unmasked_top1_agreement", round(top1, 4))
+    add("naive vs label text, cached", "max_abs_prob_diff", float(f"{max(diffs):.3g}"))
     write_results("cap_cost", rows)
 
 
