@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO_ROOT, Row, command_line, datasets_root, load_jsonl, machine_info, write_results
+from rationalign.teachers.cache import CachedTeacher
 from rationalign.teachers.classifier import ClassifierTeacher
 from rationalign.teachers.ensemble import EnsembleTeacher, margins
 from rationalign.teachers.llm import LLMTeacher
@@ -78,7 +79,8 @@ def main() -> None:
         mixture = np.mean(member_probs, axis=0)
         add("mixture of the members", "accuracy", 100 * (mixture.argmax(1) == gold).mean())
 
-        adjudicator = LLMTeacher("smollm2-135m", space)
+        # Memoised: the "SmolLM2 alone" row below re-reads the answers the ensemble already paid for.
+        adjudicator = CachedTeacher(LLMTeacher("smollm2-135m", space))
         ensemble = EnsembleTeacher(
             members,
             adjudicator=adjudicator,
