@@ -51,6 +51,11 @@ class TeacherConfig(BaseModel):
     dir: str | None = Field(
         None, description="where the trained teacher lives (shared by configs); default <run>/teacher"
     )
+    precision: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="forward passes of a trained teacher (soft labels, CAP/LIME masks, IG/SHAP priors); "
+        "bfloat16 is about 3x faster on CPUs with AVX512-BF16/AMX",
+    )
 
 
 class PriorsConfig(BaseModel):
@@ -127,7 +132,7 @@ def _teacher(cfg: DistillRunConfig, bundle: DataBundle, run_dir: Path):
     if not (teacher_dir / MANIFEST).is_file():
         console.rule("[bold]teacher: training")
         train_run(RunConfig(data=cfg.data, train=cfg.teacher.train, output_dir=str(teacher_dir)), resume=True)
-    return ClassifierTeacher(teacher_dir / "model")
+    return ClassifierTeacher(teacher_dir / "model", precision=cfg.teacher.precision)
 
 
 def _attributor(method: str, cfg: PriorsConfig, teacher, bundle: DataBundle):
@@ -152,11 +157,11 @@ def _attributor(method: str, cfg: PriorsConfig, teacher, bundle: DataBundle):
     if method == "ig":
         from rationalign.attribution.integrated_gradients import IntegratedGradients
 
-        return IntegratedGradients(clf, n_steps=cfg.ig_steps)
+        return IntegratedGradients(clf, n_steps=cfg.ig_steps, precision=clf.precision)
     if method == "gxi":
         from rationalign.attribution.gradient import GradientXInput
 
-        return GradientXInput(clf)
+        return GradientXInput(clf, precision=clf.precision)
     if method == "shap":
         from rationalign.attribution.shap_prior import ShapPrior
 

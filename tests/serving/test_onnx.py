@@ -200,8 +200,14 @@ def centroid_head(clf: IntentClassifier, texts: list[str], labels: list[str]) ->
 
 
 @pytest.mark.slow
-def test_int8_agrees_with_torch_on_a_real_size_model(tmp_path, datasets_dir):
+def test_int8_agrees_with_torch_on_a_real_size_model(tmp_path, datasets_dir, monkeypatch):
     from rationalign.data.io import load_dataset
+
+    # onnxruntime's tools have dumped debug graphs and external-data files into the working directory
+    # (a 90 MB MiniLM graph once landed in the repo root); an export must write only under its out folder.
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
 
     train = load_dataset(datasets_dir / "banking77" / "train_5.jsonl")
     test = load_dataset(datasets_dir / "banking77" / "test.jsonl")
@@ -221,6 +227,7 @@ def test_int8_agrees_with_torch_on_a_real_size_model(tmp_path, datasets_dir):
     int8 = OnnxBackend(tmp_path / "export", int8=True).logits(texts)
     # fp32 ONNX is PyTorch (checked on a slice, to keep this test short); int8 is compared with it.
     np.testing.assert_allclose(fp32[:24], clf.logits(texts[:24]).numpy(), atol=1e-4, rtol=0)
+    assert list(cwd.iterdir()) == []
     agreement = float((int8.argmax(1) == fp32.argmax(1)).mean())
     print(f"int8 argmax agreement with fp32/torch on {len(texts)} Banking77 test texts: {agreement:.3f}")
     assert agreement >= 0.9

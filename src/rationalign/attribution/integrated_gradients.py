@@ -31,12 +31,12 @@ import torch
 
 from rationalign.attribution.base import WordAttribution
 from rationalign.attribution.words import WordAlignment, encode_with_words, pool_to_words, token_word_index
+from rationalign.precision import PRECISIONS, Precision
+from rationalign.precision import autocast as precision_autocast
 
 Output = Literal["logit", "logprob", "prob"]
 Method = Literal["gausslegendre", "riemann_trapezoid"]
-Precision = Literal["float32", "bfloat16"]
 OUTPUTS = ("logit", "logprob", "prob")
-PRECISIONS = ("float32", "bfloat16")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -215,7 +215,7 @@ def path_integrated_gradients(
     weights_t = torch.as_tensor(np.asarray(weights), dtype=torch.float32, device=device)
     n_steps = len(alphas_t)
     embedding = model.get_input_embeddings()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+    autocast = precision_autocast(device, precision)
 
     with patched_embeddings(model) as patch, torch.set_grad_enabled(True):
         with torch.set_grad_enabled(create_graph):

@@ -31,6 +31,7 @@ from rationalign.errors import ModelError
 from rationalign.files import atomic_write_text
 from rationalign.models.mean_pooling import CLASS_NAME, MODELING_FILE, mean_pooled_class, modeling_source
 from rationalign.models.resolver import resolve_model, weights_hash
+from rationalign.precision import Precision, autocast, check_precision
 
 META_FILE = "rationalign.json"
 Pooling = Literal["mean", "cls", "last"]
@@ -85,6 +86,7 @@ class IntentClassifier:
         temperature: float = 1.0,
         abstain_threshold: float | None = None,
         meta: dict | None = None,
+        precision: Precision = "float32",
     ):
         if model.config.num_labels != len(label_space):
             raise ModelError(
@@ -99,6 +101,8 @@ class IntentClassifier:
         self.temperature = float(temperature)
         self.abstain_threshold = abstain_threshold
         self.meta = dict(meta or {})
+        # A run-time choice, not saved: weights stay float32 and a saved model loads as float32.
+        self.precision: Precision = check_precision(precision)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -286,6 +290,10 @@ class IntentClassifier:
         self.model.to(device)
         return self
 
+    def autocast(self):
+        """The context every forward pass of this classifier runs in (bfloat16 autocast or a no-op)."""
+        return autocast(self.device, self.precision)
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
@@ -315,7 +323,7 @@ class IntentClassifier:
         out = torch.empty(len(texts), len(self.label_space))
         was_training = self.model.training
         self.model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast():
             for start in range(0, len(texts), batch_size):
                 idx = order[start : start + batch_size]
                 batch = self.encode([texts[i] for i in idx])

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from rationalign.models.classifier import IntentClassifier
+from rationalign.precision import Precision, check_precision
 
 # model -> (key of tensor identities and versions, digest). Weak keys: a dropped model frees its entry.
 _DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -41,12 +42,23 @@ def module_weights_hash(module: torch.nn.Module) -> str:
 class ClassifierTeacher:
     """Soft labels from a trained classifier: ``softmax(logits / temperature)``, batched.
 
-    ``clf`` is an :class:`IntentClassifier` or the folder it was saved to.
+    ``clf`` is an :class:`IntentClassifier` or the folder it was saved to. ``precision="bfloat16"`` runs its
+    forward passes (soft labels, CAP and LIME masks) under bfloat16 autocast; the fingerprint says so, so
+    priors cached from a float32 teacher are not mixed with bfloat16 ones.
     """
 
-    def __init__(self, clf: IntentClassifier | str | Path, *, batch_size: int = 64, device: str = "cpu"):
+    def __init__(
+        self,
+        clf: IntentClassifier | str | Path,
+        *,
+        batch_size: int = 64,
+        device: str = "cpu",
+        precision: Precision | None = None,
+    ):
         if not isinstance(clf, IntentClassifier):
             clf = IntentClassifier.load(clf, device=device)
+        if precision is not None:
+            clf.precision = check_precision(precision)
         self.clf = clf
         self.batch_size = batch_size
 
@@ -70,6 +82,8 @@ class ClassifierTeacher:
             "labels": list(self.label_space.names),
             "max_length": self.clf.max_length,
         }
+        if self.clf.precision != "float32":  # float32 teachers keep the fingerprints they always had
+            spec["precision"] = self.clf.precision
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
     def __repr__(self) -> str:

@@ -3,6 +3,7 @@
 ========================================================  ===================================================
 ``model:runs/x/model``                                    a trained :class:`IntentClassifier` folder
 ``classifier:runs/x/model``                               the same
+``model:runs/x/model?precision=bfloat16``                 options after ``?``: ``precision``, ``batch_size``
 ``llm:smollm2-135m``                                      local LLM, codes mode, zero-shot
 ``llm:smollm2-135m?mode=label_text&shots=2``              options after ``?`` (``&``-separated)
 ``http:http://127.0.0.1:8080/v1?model=x``                 OpenAI-compatible server (``model`` required)
@@ -76,6 +77,11 @@ LLM_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "device": ("device", str),
     "normalise": ("length_normalise", _as_bool),
     "cache": ("use_prefix_cache", _as_bool),
+}
+MODEL_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "precision": ("precision", _as_choice("float32", "bfloat16")),
+    "batch_size": ("batch_size", _as_int),
+    "device": ("device", str),
 }
 HTTP_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     **_COMMON,
@@ -151,8 +157,10 @@ def load_teacher(
     if kind in ("model", "classifier"):
         from rationalign.teachers.classifier import ClassifierTeacher
 
+        folder, _, query = rest.partition("?")
+        kwargs, _ = _options(spec, query, MODEL_OPTIONS)
         try:
-            teacher: Any = ClassifierTeacher(rest)
+            teacher: Any = ClassifierTeacher(folder, **kwargs)
         except OSError as err:
             raise _fail(
                 spec, f"cannot load the model ({err})", "pass a folder written by `rationalign train`"

@@ -42,4 +42,9 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = Field(100, ge=1, description="optimizer steps between resumable checkpoints")
     seed: int = Field(0, description="seeds head init, dropout and data order (runs are reproducible)")
     device: str = Field("auto", description="auto, cpu or cuda[:i]")
+    precision: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="bfloat16: autocast matmuls in training and in the run's evaluation (weights stay float32); "
+        "2.5-3x faster on CPUs with AVX512-BF16/AMX, slower elsewhere",
+    )
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")

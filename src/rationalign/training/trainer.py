@@ -165,7 +165,7 @@ class Trainer:
         norms = []
         was_training = model.training
         model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), self.clf.autocast():
             for start in range(0, len(self.train_set), self.config.eval_batch_size):
                 rows = list(range(start, min(start + self.config.eval_batch_size, len(self.train_set))))
                 enc = self.clf.encode([self.train_set[i].text for i in rows])
@@ -191,6 +191,7 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.clf.to(resolve_device(cfg.device))
+        self.clf.precision = cfg.precision  # validation passes run as training does
         model = self.clf.model
         optimizer = self._optimizer()
         warmup = int(cfg.warmup_ratio * self.total_steps)
@@ -275,7 +276,8 @@ class Trainer:
                 for b in range(state["step_in_epoch"], self.steps_per_epoch):
                     indices = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
                     batch = self._batch(indices)
-                    out = self.objective(self.clf, batch)
+                    with self.clf.autocast():  # forward (and loss) only; backward follows autocast's casts
+                        out = self.objective(self.clf, batch)
                     optimizer.zero_grad(set_to_none=True)
                     out.loss.backward()
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
