@@ -87,13 +87,15 @@ def machine_info() -> str:
     return ", ".join(parts)
 
 
-def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
-    """fp32 matmul rate (GFLOP/s) at torch's current thread count: the ceiling to compare hot loops with."""
+def matmul_peak_gflops(size: int = 2048, repeats: int = 5, dtype: str = "float32") -> float:
+    """Matmul rate (GFLOP/s) at torch's current thread count: the ceiling to compare hot loops with.
+    ``dtype="bfloat16"``: bfloat16 inputs (what autocast feeds the matrix products)."""
     import time
 
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    kind = getattr(torch, dtype)
+    a, b = torch.randn(size, size, dtype=kind), torch.randn(size, size, dtype=kind)
     for _ in range(2):  # warm up: first calls pay for allocation and kernel selection
         a @ b
     start = time.perf_counter()

@@ -12,7 +12,10 @@ Each figure also gets an estimate of the model FLOPs it sustains (2 x non-embedd
 for a forward pass, 3x that for a training step) against the fp32 matmul rate measured in the same run at
 the same thread count, so the table says how close to the machine's peak each loop gets.
 
-    .venv/bin/python bench/throughput.py
+``--precisions float32 bfloat16`` measures each model both ways (bfloat16 = autocast, float32 weights, as
+``train.precision`` / ``teacher.precision``); bfloat16 rows are also compared with the bfloat16 matmul rate.
+
+    .venv/bin/python bench/throughput.py --precisions float32 bfloat16
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from _common import (
 )
 from rationalign.data.types import LabelSpace
 from rationalign.models.classifier import IntentClassifier
+from rationalign.precision import PRECISIONS
 
 MODELS = {
     "minilm-l6": "MiniLM-L6 student (22.7M)",
@@ -71,7 +75,8 @@ def bench_training(
         enc = clf.encode([texts[i] for i in idx])
         y = torch.as_tensor([labels[i] for i in idx])
         start = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model(**enc).logits, y)
+        with clf.autocast():
+            loss = torch.nn.functional.cross_entropy(model(**enc).logits, y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -90,6 +95,7 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=10)
     parser.add_argument("--infer-n", type=int, default=512)
     parser.add_argument("--single-n", type=int, default=100)
+    parser.add_argument("--precisions", nargs="+", default=["float32"], choices=PRECISIONS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -99,8 +105,9 @@ def main() -> None:
     order = np.random.default_rng(0).permutation(len(texts))
     texts, labels = [texts[i] for i in order], [labels[i] for i in order]
     test_texts, _ = load_jsonl(datasets_root() / "banking77" / "test.jsonl")
-    peak = matmul_peak_gflops()
-    print(f"fp32 matmul peak at {args.threads} threads: {peak:.1f} GFLOP/s", flush=True)
+    peaks = {p: matmul_peak_gflops(dtype=p) for p in dict.fromkeys(["float32", *args.precisions])}
+    for p, value in peaks.items():
+        print(f"{p} matmul peak at {args.threads} threads: {value:.1f} GFLOP/s", flush=True)
     setting = f"banking77 utterances, {args.threads} threads"
     machine, today, cmd = machine_info(), date.today().isoformat(), command_line()
     rows: list[Row] = []
@@ -108,9 +115,11 @@ def main() -> None:
     def add(method: str, metric: str, value: float) -> None:
         rows.append(Row("banking77", setting, method, metric, round(value, 3), 0.0, 1, cmd, today, machine))
 
-    for name in args.models:
-        label = MODELS.get(name, name)
-        clf = IntentClassifier.from_base(name, space)
+    for name, precision in [(n, p) for n in args.models for p in args.precisions]:
+        label = MODELS.get(name, name) + ("" if precision == "float32" else f", {precision}")
+        peak = peaks[precision]
+        clf = IntentClassifier.from_base(name, space, seed=0)
+        clf.precision = precision
         params = non_embedding_parameters(clf)
 
         train_eps, train_tokens = bench_training(clf, texts, labels, args.train_steps, 16)
@@ -146,8 +155,12 @@ def main() -> None:
         add(label, "single_p50_ms", p50)
         add(label, "single_p99_ms", p99)
         add(label, "non_embedding_parameters_millions", params / 1e6)
+        if precision != "float32":  # the same FLOPs against the float32 peak too
+            add(label, "train_fraction_of_fp32_matmul_peak", train_gflops / peaks.get("float32", peak))
+            add(label, "inference_fraction_of_fp32_matmul_peak", infer_gflops / peaks.get("float32", peak))
         del clf
-    add("fp32 matmul (2048x2048)", "gflops", peak)
+    for p, value in peaks.items():
+        add("fp32 matmul (2048x2048)" if p == "float32" else f"{p} matmul (2048x2048)", "gflops", value)
     write_results("throughput", rows)
 
 

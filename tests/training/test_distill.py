@@ -149,7 +149,8 @@ def test_normalise_prior():
     assert normalise_prior(np.array([-1.0, 0.0])) is None
 
 
-def test_alignment_training_moves_attributions_towards_the_prior(tiny_label_space):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])  # bfloat16: the double backward under autocast
+def test_alignment_training_moves_attributions_towards_the_prior(tiny_label_space, precision):
     texts = ["block my card", "freeze my card", "set my alarm", "check my alarm"] * 4
     labels = ["card_block", "card_block", "alarm_set", "alarm_query"] * 4
     ds = IntentDataset.from_pairs(zip(texts, labels, strict=True))
@@ -166,10 +167,13 @@ def test_alignment_training_moves_attributions_towards_the_prior(tiny_label_spac
     clf = IntentClassifier.tiny(tiny_label_space, seed=2)
     before = align_now(clf)
     objective = DistillationObjective(DistillConfig(lam=5.0, alpha=0.0), priors=priors)
-    cfg = TrainConfig(epochs=8, batch_size=8, lr=3e-3, head_lr=3e-3, warmup_ratio=0.0, patience=99)
+    cfg = TrainConfig(
+        epochs=8, batch_size=8, lr=3e-3, head_lr=3e-3, warmup_ratio=0.0, patience=99, precision=precision
+    )
     import tempfile
 
     Trainer(clf, ds, None, cfg, tempfile.mkdtemp(), objective=objective, progress=False).fit()
+    clf.precision = "float32"  # measured the same way before and after
     after = align_now(clf)
     assert after < 0.5 * before, (before, after)
 
