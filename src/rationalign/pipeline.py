@@ -39,12 +39,45 @@ from rationalign.training.trainer import Trainer
 
 console = Console(stderr=True)
 PriorMethod = Literal["cap", "lime", "ig", "gxi", "shap", "attention"]
+GRADIENT_METHODS = frozenset({"ig", "gxi", "shap", "attention"})  # need a classifier's gradients/internals
+
+
+class EnsembleMember(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    spec: str = Field(description="teacher spec of the member, e.g. model:runs/t/model?precision=bfloat16")
+    weight: float = Field(1.0, ge=0, description="mixture weight (members' weights need not sum to 1)")
+
+
+class EnsembleConfig(BaseModel):
+    """A weighted mixture of teachers, with optional rules and an adjudicator (``EnsembleTeacher``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    members: list[EnsembleMember] = Field(min_length=1, description="the mixture's teachers and weights")
+    rules: str | None = Field(
+        None, description="YAML rule file (pattern -> label) that overrides the mixture"
+    )
+    adjudicator: str | None = Field(
+        None, description="teacher spec asked only when the mixture's top-2 margin is below margin_threshold"
+    )
+    margin_threshold: float = Field(0.2, ge=0, le=1, description="adjudicate below this top-1 - top-2 margin")
+    adjudicator_weight: float = Field(0.5, ge=0, le=1, description="share of the adjudicator in those rows")
+    gradient_member: int = Field(
+        0,
+        ge=0,
+        description="index of the classifier member whose gradients give IG / gxi / SHAP / attention priors "
+        "(an ensemble has no gradients of its own); CAP and LIME query the whole ensemble",
+    )
 
 
 class TeacherConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     spec: str | None = Field(None, description="teacher spec, e.g. model:runs/t/model or llm:smollm2-135m")
+    ensemble: EnsembleConfig | None = Field(
+        None, description="a mixture of teacher specs (instead of spec or train)"
+    )
     train: TrainConfig | None = Field(
         None, description="train a classifier teacher first (when spec is None)"
     )
@@ -122,6 +155,10 @@ def _teacher(cfg: DistillRunConfig, bundle: DataBundle, run_dir: Path):
     from rationalign.teachers.classifier import ClassifierTeacher
     from rationalign.teachers.spec import load_teacher
 
+    if cfg.teacher.spec and cfg.teacher.ensemble:
+        raise ConfigError("distill config: teacher has both spec and ensemble; fix: keep one of them")
+    if cfg.teacher.ensemble:
+        return _ensemble_teacher(cfg.teacher.ensemble, bundle)
     if cfg.teacher.spec:
         return load_teacher(cfg.teacher.spec, bundle.label_space, examples=bundle.train)
     if cfg.teacher.train is None:
@@ -133,6 +170,34 @@ def _teacher(cfg: DistillRunConfig, bundle: DataBundle, run_dir: Path):
         console.rule("[bold]teacher: training")
         train_run(RunConfig(data=cfg.data, train=cfg.teacher.train, output_dir=str(teacher_dir)), resume=True)
     return ClassifierTeacher(teacher_dir / "model", precision=cfg.teacher.precision)
+
+
+def _ensemble_teacher(cfg: EnsembleConfig, bundle: DataBundle):
+    from rationalign.teachers.ensemble import EnsembleTeacher
+    from rationalign.teachers.rules import RuleSet
+    from rationalign.teachers.spec import load_teacher
+
+    def load(spec: str):
+        return load_teacher(spec, bundle.label_space, examples=bundle.train)
+
+    members = [(load(m.spec), m.weight) for m in cfg.members]
+    if cfg.gradient_member >= len(members):
+        raise ConfigError(
+            f"teacher.ensemble.gradient_member is {cfg.gradient_member} but there are {len(members)} members; "
+            f"fix: 0..{len(members) - 1}"
+        )
+    teacher = EnsembleTeacher(
+        members,
+        rules=RuleSet.from_yaml(cfg.rules, bundle.label_space) if cfg.rules else None,
+        adjudicator=load(cfg.adjudicator) if cfg.adjudicator else None,
+        margin_threshold=cfg.margin_threshold,
+        adjudicator_weight=cfg.adjudicator_weight,
+    )
+    # Gradient priors (IG, gxi, SHAP, attention) read ``teacher.clf``: the chosen member's classifier.
+    member_clf = getattr(members[cfg.gradient_member][0], "clf", None)
+    if member_clf is not None:
+        teacher.clf = member_clf
+    return teacher
 
 
 def _attributor(method: str, cfg: PriorsConfig, teacher, bundle: DataBundle):
@@ -180,6 +245,7 @@ def compute_method_priors(
     whatever the store already holds is reused."""
     from rationalign.attribution.store import PriorStore, compute_priors
     from rationalign.teachers.cache import CachedTeacher
+    from rationalign.teachers.classifier import ClassifierTeacher
 
     assert cfg.priors is not None
     teacher = teacher if isinstance(teacher, CachedTeacher) else CachedTeacher(teacher)
@@ -191,7 +257,11 @@ def compute_method_priors(
     per_method, cost = {}, {}
     for method in pc.methods:
         attributor = _attributor(method, pc, teacher, bundle)
-        fingerprint = getattr(attributor, "fingerprint", None) or teacher.fingerprint
+        fingerprint = getattr(attributor, "fingerprint", None)
+        if not fingerprint and method in GRADIENT_METHODS:
+            # the model whose gradients these are: the teacher itself, or an ensemble's gradient member
+            fingerprint = ClassifierTeacher(teacher.clf).fingerprint
+        fingerprint = fingerprint or teacher.fingerprint
         result = compute_priors(attributor, texts, targets, store, fingerprint=fingerprint, method=method)
         per_method[method] = result.attributions
         cost[method] = result.summary()
