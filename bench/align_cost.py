@@ -6,7 +6,9 @@ warm-up steps, the same batches for every variant. Priors and soft labels are ra
 depend on their values. Variants: CE; CE + KD; + gradient x input alignment on every row and on a fraction
 of each batch's rows (``distill.align_fraction``); + IG-k alignment.
 
-    .venv/bin/python bench/align_cost.py
+``--precisions float32 bfloat16`` repeats every variant under bfloat16 autocast (``train.precision``).
+
+    .venv/bin/python bench/align_cost.py --precisions float32 bfloat16
 """
 
 from __future__ import annotations
@@ -44,7 +46,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precisions", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     args = parser.parse_args()
+    machine, today, cmd = machine_info(), date.today().isoformat(), command_line()
+    rows: list[Row] = []
+    for precision in args.precisions:
+        rows.extend(measure(args, precision, machine, today, cmd))
+    write_results("align_cost", rows)
+
+
+def measure(args: argparse.Namespace, precision: str, machine: str, today: str, cmd: str) -> list[Row]:
     torch.set_num_threads(args.threads)
     texts, names = load_jsonl(datasets_root() / "banking77" / "train_10.jsonl")
     space = LabelSpace.from_labels(names)
@@ -58,6 +69,7 @@ def main() -> None:
     for name, overrides in [("warm-up", None), *VARIANTS.items()]:
         torch.manual_seed(0)
         clf = IntentClassifier.from_base("minilm-l6", space)
+        clf.precision = precision
         clf.model.train()
         opt = torch.optim.AdamW(clf.model.parameters(), lr=1e-5, fused=True)
         objective = None
@@ -75,12 +87,13 @@ def main() -> None:
                 batch_texts,
             )
             start = time.perf_counter()
-            if objective is None:
-                loss = torch.nn.functional.cross_entropy(
-                    clf.model(**batch.model_inputs()).logits, batch.labels
-                )
-            else:
-                loss = objective(clf, batch).loss
+            with clf.autocast():  # as the trainer does
+                if objective is None:
+                    loss = torch.nn.functional.cross_entropy(
+                        clf.model(**batch.model_inputs()).logits, batch.labels
+                    )
+                else:
+                    loss = objective(clf, batch).loss
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -90,11 +103,12 @@ def main() -> None:
             continue
         timings[name] = statistics.median(per_step)
         print(
-            f"{name}: {1000 * timings[name]:.0f} ms/step ({timings[name] / timings['CE']:.2f}x CE)",
+            f"{precision} {name}: {1000 * timings[name]:.0f} ms/step ({timings[name] / timings['CE']:.2f}x CE)",
             flush=True,
         )
-    machine, today, cmd = machine_info(), date.today().isoformat(), command_line()
     setting = f"banking77 train_10, batch 16, MiniLM-L6, {args.threads} threads, median of {args.steps} steps"
+    if precision != "float32":
+        setting += f", {precision}"
     rows = []
     for name, seconds in timings.items():
         rows.append(
@@ -125,7 +139,7 @@ def main() -> None:
                 machine,
             )
         )
-    write_results("align_cost", rows)
+    return rows
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ VARIANTS: dict[str, list[str]] = {
     "+ CAP": ["priors.methods=[cap]"],
     "+ CAP-Hybrid (mean)": ["priors.fuse=mean"],
     "+ CAP-Hybrid (max)": ["priors.fuse=max"],
+    # the 1.5x step budget (bench/align_cost.py): align a random half of each batch
+    "+ CAP-Hybrid (mean), align_fraction 0.5": ["priors.fuse=mean", "distill.align_fraction=0.5"],
 }
 
 
