@@ -42,3 +42,32 @@ def test_config_and_its_variants_validate(path):
             assert derived.priors is None
         else:
             assert derived.priors is not None and derived.priors.methods
+
+
+def _literal(script: str, head: str):
+    source = (REPO / "bench" / script).read_text(encoding="utf-8")
+    start = source.index(head) + len(head)
+    return ast.literal_eval(source[start : source.index("\n}\n", start) + 2])
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_a_shared_teacher_folder_is_trained_as_the_bench_trains_it(path):
+    """A config whose teacher lives in bench/student_ce.py's folder reuses that run; the two must train the
+    same model, or the reuse would silently swap teachers."""
+    cfg = build(DistillRunConfig, load_yaml(path), str(path))
+    if not (cfg.teacher.dir or "").startswith("runs/bench/") or cfg.teacher.train is None:
+        pytest.skip("no shared bench teacher")
+    hyper = _literal("student_ce.py", "MODEL_HYPER = ")
+    train = cfg.teacher.train
+    setting = Path(cfg.teacher.dir).name.split(f"-{train.model}-")[0].split("-", 1)[1]
+    epochs, batch, lr, head_lr, patience = hyper[train.model][setting]
+    assert (train.epochs, train.batch_size, train.lr, train.head_lr, train.patience) == (
+        epochs,
+        batch,
+        lr,
+        head_lr,
+        patience,
+    )
+    assert train.max_length == 64 and train.seed == 0
+    tag = "" if train.precision == "float32" else f"-{train.precision}"
+    assert Path(cfg.teacher.dir).name == f"{cfg.data.path}-{setting}-{train.model}-ce{tag}-s0"
