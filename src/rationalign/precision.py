@@ -2,9 +2,9 @@
 
 Under ``bfloat16`` autocast, matrix products run in bfloat16 while weights, optimizer state, losses and
 softmaxes stay float32 (torch's autocast op lists). On CPUs with AVX512-BF16 or AMX this is where most of
-the time goes: on this project's 2-core AMD EPYC (Zen 4) a MiniLM-L6 training step ran 2.3-3x faster and
-MPNet-base 3x faster, inference 3-3.6x (bench/precision.py). On CPUs without those instructions bfloat16
-is emulated and slower; keep float32 there.
+the time goes: on this project's 2-core AMD EPYC, training ran 2.1x (MiniLM-L6) to 2.8x (MPNet-base)
+faster and batched inference 2.9-3.3x, at the same accuracy (bench/throughput.py, bench/student_ce.py).
+On CPUs without those instructions bfloat16 is emulated and slower; keep float32 there.
 """
 
 from __future__ import annotations

@@ -38,6 +38,8 @@ def test_unknown_precision_is_refused(tiny_label_space):
     tiny = IntentClassifier.tiny(tiny_label_space)
     with pytest.raises(ValueError, match="unknown precision"):
         IntentClassifier(tiny.model, tiny.tokenizer, tiny_label_space, precision="fp8")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown precision"):
+        tiny.precision = "half"  # type: ignore[assignment]
     with pytest.raises(ValueError):
         TrainConfig(precision="fp16")
 

@@ -101,8 +101,7 @@ class IntentClassifier:
         self.temperature = float(temperature)
         self.abstain_threshold = abstain_threshold
         self.meta = dict(meta or {})
-        # A run-time choice, not saved: weights stay float32 and a saved model loads as float32.
-        self.precision: Precision = check_precision(precision)
+        self.precision = precision
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -289,6 +288,16 @@ class IntentClassifier:
     def to(self, device: str | torch.device) -> IntentClassifier:
         self.model.to(device)
         return self
+
+    @property
+    def precision(self) -> Precision:
+        """``float32`` or ``bfloat16`` (autocast) for every forward pass. A run-time choice, never saved:
+        weights stay float32 and a saved model loads as float32."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: Precision) -> None:
+        self._precision = check_precision(value)
 
     def autocast(self):
         """The context every forward pass of this classifier runs in (bfloat16 autocast or a no-op)."""
