@@ -19,7 +19,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO_ROOT, Row, machine_info, write_results
+from _common import REPO_ROOT, Row, machine_info, read_results, write_results
 from rationalign.config import apply_overrides, build, load_yaml
 from rationalign.pipeline import DistillRunConfig, distill_run
 
@@ -60,13 +60,53 @@ def headline(manifest: dict) -> dict[str, float]:
     return out
 
 
+COLUMNS = [
+    ("clean_accuracy", "clean acc"),
+    ("adversarial_accuracy", "adversarial acc"),
+    ("adversarial_drop", "drop"),
+    ("comprehensiveness_aopc", "comprehensiveness AOPC ↑"),
+    ("sufficiency_aopc", "sufficiency AOPC ↓"),
+    ("fidelity_spearman", "fidelity to teacher (Spearman)"),
+    ("ece", "ECE"),
+    ("train_seconds", "train s"),
+]
+
+
+def markdown() -> None:
+    """BENCHMARKS.md's tables: one per (dataset, setting), variants in VARIANTS order."""
+    rows = [Row(**r) for r in read_results("distill")]
+    cells = {(r.dataset, r.setting, r.method, r.metric): r for r in rows}
+    for dataset, setting in dict.fromkeys((r.dataset, r.setting) for r in rows):
+        print(f"**{dataset}, {setting}**\n")
+        print("| variant | " + " | ".join(title for _, title in COLUMNS) + " |")
+        print("|---|" + "---:|" * len(COLUMNS))
+        for variant in [v for v in VARIANTS if (dataset, setting, v, "clean_accuracy") in cells]:
+            values = []
+            for metric, _ in COLUMNS:
+                row = cells.get((dataset, setting, variant, metric))
+                if row is None:
+                    values.append("-")
+                    continue
+                digits = 3 if metric == "fidelity_spearman" else 0 if metric == "train_seconds" else 2
+                text = f"{row.value:.{digits}f}"
+                values.append(text + (f" ± {row.std:.{digits}f}" if row.n_seeds > 1 else ""))
+            print(f"| {variant} | " + " | ".join(values) + " |")
+        print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", required=True)
+    parser.add_argument("--markdown", action="store_true", help="print BENCHMARKS.md's tables and exit")
+    parser.add_argument("--configs", nargs="+")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--set", dest="sets", nargs="*", default=[], help="extra overrides for every run")
     args = parser.parse_args()
+    if args.markdown:
+        markdown()
+        return
+    if not args.configs:
+        parser.error("--configs is required (or --markdown)")
     machine = machine_info()
     for config_path in args.configs:
         base = load_yaml(config_path)
