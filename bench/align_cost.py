@@ -28,6 +28,7 @@ from _common import Row, command_line, datasets_root, load_jsonl, machine_info, 
 from rationalign.attribution.words import split_words
 from rationalign.data.types import LabelSpace
 from rationalign.models.classifier import IntentClassifier
+from rationalign.precision import PRECISIONS
 from rationalign.training.distill import DistillationObjective, DistillConfig
 from rationalign.training.objectives import Batch
 
@@ -46,7 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--precisions", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
+    parser.add_argument("--precisions", nargs="+", default=["float32"], choices=PRECISIONS)
     args = parser.parse_args()
     machine, today, cmd = machine_info(), date.today().isoformat(), command_line()
     rows: list[Row] = []

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO_ROOT, Row, command_line, datasets_root, machine_info, write_results
 from rationalign.data.io import DataConfig, load_data
 from rationalign.models.classifier import IntentClassifier
+from rationalign.precision import PRECISIONS
 from rationalign.training.config import TrainConfig
 from rationalign.training.run import RunConfig, evaluate_classifier, train_run
 
@@ -41,7 +42,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="banking77")
     parser.add_argument("--model", default="minilm-l6")
     parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
-    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--precision", default="float32", choices=PRECISIONS)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs-dir", default=str(REPO_ROOT / "runs" / "sweep"))
     args = parser.parse_args()

@@ -33,6 +33,7 @@ from _common import (
     write_results,
 )
 from rationalign.data.io import DataConfig
+from rationalign.precision import PRECISIONS
 from rationalign.training.config import TrainConfig
 from rationalign.training.run import RunConfig, train_run
 
@@ -88,7 +89,7 @@ def main() -> None:
     parser.add_argument(
         "--precision",
         default="float32",
-        choices=["float32", "bfloat16"],
+        choices=PRECISIONS,
         help="train.precision (bfloat16: autocast, 2.5-3x faster on CPUs with AVX512-BF16/AMX)",
     )
     parser.add_argument("--threads", type=int, default=2)

@@ -156,8 +156,8 @@ def main() -> None:
         add(label, "single_p99_ms", p99)
         add(label, "non_embedding_parameters_millions", params / 1e6)
         if precision != "float32":  # the same FLOPs against the float32 peak too
-            add(label, "train_fraction_of_fp32_matmul_peak", train_gflops / peaks.get("float32", peak))
-            add(label, "inference_fraction_of_fp32_matmul_peak", infer_gflops / peaks.get("float32", peak))
+            add(label, "train_fraction_of_fp32_matmul_peak", train_gflops / peaks["float32"])
+            add(label, "inference_fraction_of_fp32_matmul_peak", infer_gflops / peaks["float32"])
         del clf
     for p, value in peaks.items():
         add("fp32 matmul (2048x2048)" if p == "float32" else f"{p} matmul (2048x2048)", "gflops", value)

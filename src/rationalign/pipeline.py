@@ -24,6 +24,7 @@ from rationalign.data.io import DataBundle, DataConfig, load_data
 from rationalign.data.types import IntentDataset
 from rationalign.errors import ConfigError
 from rationalign.files import atomic_write_text
+from rationalign.precision import Precision
 from rationalign.training.config import TrainConfig
 from rationalign.training.distill import DistillationObjective, DistillConfig
 from rationalign.training.run import (
@@ -84,7 +85,7 @@ class TeacherConfig(BaseModel):
     dir: str | None = Field(
         None, description="where the trained teacher lives (shared by configs); default <run>/teacher"
     )
-    precision: Literal["float32", "bfloat16"] = Field(
+    precision: Precision = Field(
         "float32",
         description="forward passes of a trained teacher (soft labels, CAP/LIME masks, IG/SHAP priors); "
         "bfloat16 is about 3x faster on CPUs with AVX512-BF16/AMX",

@@ -15,13 +15,16 @@ CONFIGS = sorted((REPO / "examples" / "distill").glob("*.yaml"))
 SHARED_TEACHER = [p for p in CONFIGS if "dir: runs/bench/" in p.read_text(encoding="utf-8")]
 
 
-def _variants() -> dict[str, list[str]]:
-    source = (REPO / "bench" / "distill_grid.py").read_text(encoding="utf-8")
-    # the VARIANTS table only: importing the script would pull in the bench helpers and the pipeline run
-    head = "VARIANTS: dict[str, list[str]] = "
+def _literal(script: str, head: str):
+    """A dict literal of a bench script, read as text: importing the script would pull in the bench
+    helpers and the pipeline run."""
+    source = (REPO / "bench" / script).read_text(encoding="utf-8")
     start = source.index(head) + len(head)
-    end = source.index("}\n", start) + 1
-    return ast.literal_eval(source[start:end])
+    return ast.literal_eval(source[start : source.index("\n}\n", start) + 2])
+
+
+def _variants() -> dict[str, list[str]]:
+    return _literal("distill_grid.py", "VARIANTS: dict[str, list[str]] = ")
 
 
 def test_there_are_configs_for_every_dataset_and_setting():
@@ -44,12 +47,6 @@ def test_config_and_its_variants_validate(path):
             assert derived.priors is None
         else:
             assert derived.priors is not None and derived.priors.methods
-
-
-def _literal(script: str, head: str):
-    source = (REPO / "bench" / script).read_text(encoding="utf-8")
-    start = source.index(head) + len(head)
-    return ast.literal_eval(source[start : source.index("\n}\n", start) + 2])
 
 
 @pytest.mark.parametrize("path", SHARED_TEACHER, ids=lambda p: p.stem)

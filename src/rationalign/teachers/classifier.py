@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from rationalign.models.classifier import IntentClassifier
-from rationalign.precision import Precision, check_precision
+from rationalign.precision import Precision
 
 # model -> (key of tensor identities and versions, digest). Weak keys: a dropped model frees its entry.
 _DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -58,7 +58,7 @@ class ClassifierTeacher:
         if not isinstance(clf, IntentClassifier):
             clf = IntentClassifier.load(clf, device=device)
         if precision is not None:
-            clf.precision = check_precision(precision)
+            clf.precision = precision  # the setter validates it
         self.clf = clf
         self.batch_size = batch_size
 

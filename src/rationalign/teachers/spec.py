@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from rationalign.data.types import IntentDataset, LabelSpace
+from rationalign.precision import PRECISIONS
 from rationalign.teachers.base import Teacher
 from rationalign.teachers.errors import TeacherSpecError
 
@@ -79,7 +80,7 @@ LLM_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "cache": ("use_prefix_cache", _as_bool),
 }
 MODEL_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "precision": ("precision", _as_choice("float32", "bfloat16")),
+    "precision": ("precision", _as_choice(*PRECISIONS)),
     "batch_size": ("batch_size", _as_int),
     "device": ("device", str),
 }

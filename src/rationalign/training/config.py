@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rationalign.precision import Precision
+
 
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -42,7 +44,7 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = Field(100, ge=1, description="optimizer steps between resumable checkpoints")
     seed: int = Field(0, description="seeds head init, dropout and data order (runs are reproducible)")
     device: str = Field("auto", description="auto, cpu or cuda[:i]")
-    precision: Literal["float32", "bfloat16"] = Field(
+    precision: Precision = Field(
         "float32",
         description="bfloat16: autocast matmuls in training and in the run's evaluation (weights stay float32); "
         "2.5-3x faster on CPUs with AVX512-BF16/AMX, slower elsewhere",
