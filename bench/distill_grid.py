@@ -12,6 +12,7 @@ Hyper-parameters come from the config (chosen on validation); test numbers are r
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -20,8 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO_ROOT, Row, machine_info, read_results, write_results
-from rationalign.config import apply_overrides, build, load_yaml
+from rationalign.config import apply_overrides, build, dump_yaml, load_yaml
 from rationalign.pipeline import DistillRunConfig, distill_run
+from rationalign.training.run import CONFIG_FILE, MANIFEST
 
 VARIANTS: dict[str, list[str]] = {
     "CE": ["priors=null", "distill.alpha=0"],
@@ -36,6 +38,36 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
+def dataset_and_setting(config: dict) -> tuple[str, str]:
+    """``("banking77", "10-shot")`` for a distill config (a smaller student is named in the setting)."""
+    dataset = config["data"]["path"]
+    split = config["data"].get("train_split", "train")
+    setting = "full" if split == "train" else f"{split.split('_')[1]}-shot"
+    layers = (config.get("student") or {}).get("num_layers")
+    if layers:
+        setting += f", {layers}-layer student"
+    return dataset, setting
+
+
+def run_directory(dataset: str, setting: str, variant: str, seed: int) -> Path:
+    """Where the grid puts one (variant, seed) run: ``runs/distill/banking77-10-shot-cap-s0``."""
+    slug = variant.strip("+ ").lower().replace(" ", "-").replace("(", "").replace(")", "")
+    name = f"{dataset}-{setting}-{slug}-s{seed}".replace(", ", "-").replace(" ", "-")
+    return REPO_ROOT / "runs" / "distill" / name
+
+
+def finished_manifest(cfg: DistillRunConfig) -> dict | None:
+    """The manifest of a finished run of exactly this config in its output folder, else None."""
+    run_dir = Path(cfg.output_dir)
+    config_file, manifest_file = run_dir / CONFIG_FILE, run_dir / MANIFEST
+    if not (config_file.is_file() and manifest_file.is_file()):
+        return None
+    if config_file.read_text(encoding="utf-8") != dump_yaml(cfg):
+        return None
+    manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    return manifest if "test_accuracy" in manifest.get("metrics", {}) else None
+
+
 def headline(manifest: dict) -> dict[str, float]:
     """The table's columns (percent where the metric is a rate) from a distill run's manifest."""
     m = manifest["metrics"]
@@ -45,6 +77,9 @@ def headline(manifest: dict) -> dict[str, float]:
     if adv and adv.get("n_examples"):
         out["adversarial_accuracy"] = 100 * adv["accuracy"]
         out["adversarial_drop"] = 100 * adv["drop"]
+    worst = suite.get("adversarial", {}).get("worst_case")
+    if worst and worst.get("n_sources"):
+        out["worst_case_accuracy"] = 100 * worst["accuracy"]
     faith = suite.get("faithfulness")
     if faith:
         out["comprehensiveness_aopc"] = 100 * faith["aopc_comprehensiveness"]
@@ -64,6 +99,7 @@ COLUMNS = [
     ("clean_accuracy", "clean acc"),
     ("adversarial_accuracy", "adversarial acc"),
     ("adversarial_drop", "drop"),
+    ("worst_case_accuracy", "worst-case acc"),
     ("comprehensiveness_aopc", "comprehensiveness AOPC ↑"),
     ("sufficiency_aopc", "sufficiency AOPC ↓"),
     ("fidelity_spearman", "fidelity to teacher (Spearman)"),
@@ -100,6 +136,12 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="read (variant, seed) runs whose folder holds a finished run of the same config instead of "
+        "re-running them, so seeds can be added to a table one invocation at a time",
+    )
     parser.add_argument("--set", dest="sets", nargs="*", default=[], help="extra overrides for every run")
     args = parser.parse_args()
     if args.markdown:
@@ -110,27 +152,18 @@ def main() -> None:
     machine = machine_info()
     for config_path in args.configs:
         base = load_yaml(config_path)
-        dataset = base["data"]["path"]
-        split = base["data"].get("train_split", "train")
-        setting = "full" if split == "train" else f"{split.split('_')[1]}-shot"
-        layers = (base.get("student") or {}).get("num_layers")
-        if layers:
-            setting += f", {layers}-layer student"
+        dataset, setting = dataset_and_setting(base)
         for variant in args.variants:
             per_seed: list[dict[str, float]] = []
             commands = []
             for seed in args.seeds:
-                slug = variant.strip("+ ").lower().replace(" ", "-").replace("(", "").replace(")", "")
-                out = (
-                    REPO_ROOT
-                    / "runs"
-                    / "distill"
-                    / f"{dataset}-{setting}-{slug}-s{seed}".replace(", ", "-").replace(" ", "-")
-                )
+                out = run_directory(dataset, setting, variant, seed)
                 sets = [*VARIANTS[variant], *args.sets, f"student.seed={seed}", f"output_dir={out}"]
                 cfg = build(DistillRunConfig, apply_overrides(base, sets), config_path)
-                result = distill_run(cfg, progress=sys.stderr.isatty())
-                per_seed.append(headline(result.manifest))
+                manifest = finished_manifest(cfg) if args.reuse else None
+                if manifest is None:
+                    manifest = distill_run(cfg, progress=sys.stderr.isatty()).manifest
+                per_seed.append(headline(manifest))
                 commands.append(
                     ".venv/bin/rationalign distill --config "
                     + config_path

@@ -96,6 +96,8 @@ def test_suite_end_to_end(tmp_path, data_dir, model_dir):
     assert adv["n_examples"] == len(test)
     assert adv["drop"] == pytest.approx(adv["clean_accuracy_same_sources"] - adv["accuracy"])
     assert adv["validity_pass_rate"] == pytest.approx(len(test) / (len(test) + 2))
+    worst = m["adversarial"]["worst_case"]  # one variant per source: the same as the generator's rate
+    assert worst["n_sources"] == len(test) and worst["accuracy"] == pytest.approx(adv["accuracy"])
     assert m["faithfulness"]["n_examples"] == 5 and len(m["faithfulness"]["comprehensiveness"]) == 5
     assert m["faithfulness"]["attribution"] == "gxi"
     assert set(m["stability"]) >= {"typo", "casing", "punctuation"}
@@ -229,3 +231,22 @@ def test_teacher_priors_from_a_prior_store(tmp_path, tiny_classifier, data_dir):
     with pytest.raises(DataError, match="--prior-method"):
         load_teacher_priors(path)
     assert len(load_teacher_priors(path, method="cap")) == len(test)
+
+
+def test_worst_case_counts_a_source_only_when_every_variant_and_the_original_are_right():
+    from rationalign.evaluation.suite import _worst_case
+
+    def ex(original: str, i: int) -> AdversarialExample:
+        return AdversarialExample(original, f"{original} v{i}", "a", ((0, "x", "y"),), "synonym", 0.9, 0, 0)
+
+    examples = [ex("s1", 0), ex("s1", 1), ex("s2", 0), ex("s2", 1), ex("s2", 2), ex("s3", 0)]
+    attack = AttackSet(examples, "tiny", 0, 3, [], {})
+    gold = np.zeros(6, dtype=int)
+    clean = np.array([0, 0, 0, 0, 0, 1])  # s3's original is already wrong
+    adv_pred = np.array([0, 1, 0, 0, 0, 0])  # s1 falls to its second variant; s2 survives all three
+    out = _worst_case(attack, gold, clean, adv_pred)
+    assert out["n_sources"] == 3 and out["n_examples"] == 6 and out["variants_per_source"] == 2.0
+    assert out["accuracy"] == pytest.approx(1 / 3)
+    assert out["clean_accuracy_same_sources"] == pytest.approx(2 / 3)
+    assert out["drop"] == pytest.approx(1 / 3)
+    assert out["attack_success_rate"] == pytest.approx(1 / 2)

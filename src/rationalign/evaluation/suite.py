@@ -4,7 +4,8 @@
 
 1. clean accuracy and macro-F1 (all examples);
 2. adversarial accuracy per generator of an attack set, the clean accuracy of the same source utterances,
-   the drop between the two and the attack success rate (originally correct -> now wrong);
+   the drop between the two and the attack success rate (originally correct -> now wrong); and the
+   worst case per source utterance (``worst_case``: right on the original and on every variant);
 3. on the first ``limit`` examples (the expensive part, batched): word attributions of the predicted
    class (``gxi`` or ``ig``), ERASER faithfulness (comprehensiveness, sufficiency, AOPC, soft variants),
    counterfactual rates, stability (typo / casing / punctuation / WordNet synonym), and fidelity to the
@@ -304,36 +305,7 @@ def _adversarial(
     orig_pred = dict(zip(originals, predicted[len(texts) :].tolist(), strict=True))
     gold = np.array(clf.label_space.ids([e.label for e in attack.examples]))
     clean = np.array([orig_pred[e.original] for e in attack.examples])
-    out: dict[str, Any] = {
-        "attack_set": {"dataset": attack.dataset, "seed": attack.seed, "generators": attack.generators}
-    }
-    groups = {"all": np.arange(len(texts))}
-    for name in attack.generator_names:
-        groups[name] = np.array(
-            [i for i, e in enumerate(attack.examples) if e.generator == name], dtype=np.int64
-        )
-    for name, idx in groups.items():
-        if idx.size == 0:
-            out[name] = {"n_examples": 0}
-            continue
-        adv_acc = accuracy(gold[idx], adv_pred[idx])
-        clean_acc = accuracy(gold[idx], clean[idx])
-        correct_before = clean[idx] == gold[idx]
-        flipped = correct_before & (adv_pred[idx] != gold[idx])
-        stats = attack.stats.get(name)
-        out[name] = {
-            "n_examples": int(idx.size),
-            "n_sources": len({attack.examples[i].original for i in idx}),
-            "accuracy": adv_acc,
-            "macro_f1": macro_f1(gold[idx], adv_pred[idx], len(clf.label_space)),
-            "clean_accuracy_same_sources": clean_acc,
-            "drop": clean_acc - adv_acc,
-            "attack_success_rate": float(flipped.sum() / correct_before.sum())
-            if correct_before.any()
-            else None,
-            "validity_pass_rate": stats.pass_rate if stats is not None else None,
-            "n_candidates": stats.n_candidates if stats is not None else None,
-        }
+    out = attack_metrics(attack, gold, clean, adv_pred, len(clf.label_space))
     for i, e in enumerate(attack.examples):
         records.append(
             {
@@ -351,6 +323,75 @@ def _adversarial(
             }
         )
     return out
+
+
+def attack_metrics(
+    attack: AttackSet, gold: np.ndarray, clean: np.ndarray, adv_pred: np.ndarray, n_labels: int
+) -> dict[str, Any]:
+    """Per generator (and ``all``): adversarial accuracy, the clean accuracy of the same sources, the drop
+    and the attack success rate; plus ``worst_case`` (see :func:`_worst_case`). ``gold``, ``clean`` (the
+    prediction on each example's original) and ``adv_pred`` are label ids aligned with ``attack.examples``,
+    so any predictor (a student, a baseline) is scored the same way."""
+    out: dict[str, Any] = {
+        "attack_set": {"dataset": attack.dataset, "seed": attack.seed, "generators": attack.generators}
+    }
+    groups = {"all": np.arange(len(attack.examples))}
+    for name in attack.generator_names:
+        groups[name] = np.array(
+            [i for i, e in enumerate(attack.examples) if e.generator == name], dtype=np.int64
+        )
+    for name, idx in groups.items():
+        if idx.size == 0:
+            out[name] = {"n_examples": 0}
+            continue
+        adv_acc = accuracy(gold[idx], adv_pred[idx])
+        clean_acc = accuracy(gold[idx], clean[idx])
+        correct_before = clean[idx] == gold[idx]
+        flipped = correct_before & (adv_pred[idx] != gold[idx])
+        stats = attack.stats.get(name)
+        out[name] = {
+            "n_examples": int(idx.size),
+            "n_sources": len({attack.examples[i].original for i in idx}),
+            "accuracy": adv_acc,
+            "macro_f1": macro_f1(gold[idx], adv_pred[idx], n_labels),
+            "clean_accuracy_same_sources": clean_acc,
+            "drop": clean_acc - adv_acc,
+            "attack_success_rate": float(flipped.sum() / correct_before.sum())
+            if correct_before.any()
+            else None,
+            "validity_pass_rate": stats.pass_rate if stats is not None else None,
+            "n_candidates": stats.n_candidates if stats is not None else None,
+        }
+    out["worst_case"] = _worst_case(attack, gold, clean, adv_pred)
+    return out
+
+
+def _worst_case(
+    attack: AttackSet, gold: np.ndarray, clean: np.ndarray, adv_pred: np.ndarray
+) -> dict[str, Any]:
+    """Accuracy under attack, per source utterance: it counts as correct only when the model is right on
+    the original AND on every adversarial variant of it (all generators, all candidates). With several
+    valid candidates per utterance (``rationalign attack --n-per-example``) this is the attacker's best
+    pick among them for this model, the "accuracy under attack" of TextAttack-style searches, while every
+    model still faces the same fixed candidate set."""
+    by_source: dict[tuple[str, str], list[int]] = {}
+    for i, e in enumerate(attack.examples):
+        by_source.setdefault((e.original, e.label), []).append(i)
+    clean_ok = np.array([clean[idx[0]] == gold[idx[0]] for idx in by_source.values()], dtype=bool)
+    robust = (
+        np.array([bool((adv_pred[idx] == gold[idx]).all()) for idx in by_source.values()], dtype=bool)
+        & clean_ok
+    )
+    n = len(by_source)
+    return {
+        "n_examples": len(attack.examples),
+        "n_sources": n,
+        "variants_per_source": len(attack.examples) / n,
+        "accuracy": float(robust.mean()),
+        "clean_accuracy_same_sources": float(clean_ok.mean()),
+        "drop": float(clean_ok.mean() - robust.mean()),
+        "attack_success_rate": float((clean_ok & ~robust).sum() / clean_ok.sum()) if clean_ok.any() else None,
+    }
 
 
 # ------------------------------------------------------------------------------------------- the suite
