@@ -73,6 +73,8 @@ def headline(manifest: dict) -> dict[str, float]:
     m = manifest["metrics"]
     suite = m.get("suite", {})
     out = {"clean_accuracy": 100 * m["test_accuracy"], "train_seconds": m["train_seconds"]}
+    if m.get("train_examples_per_second"):  # per-epoch cost, free of how many epochs early stopping ran
+        out["train_examples_per_second"] = m["train_examples_per_second"]
     adv = suite.get("adversarial", {}).get("all")
     if adv and adv.get("n_examples"):
         out["adversarial_accuracy"] = 100 * adv["accuracy"]
@@ -105,6 +107,7 @@ COLUMNS = [
     ("fidelity_spearman", "fidelity to teacher (Spearman)"),
     ("ece", "ECE"),
     ("train_seconds", "train s"),
+    ("train_examples_per_second", "train ex/s"),
 ]
 
 
@@ -123,7 +126,13 @@ def markdown() -> None:
                 if row is None:
                     values.append("-")
                     continue
-                digits = 3 if metric == "fidelity_spearman" else 0 if metric == "train_seconds" else 2
+                digits = (
+                    3
+                    if metric == "fidelity_spearman"
+                    else 0
+                    if metric in ("train_seconds", "train_examples_per_second")
+                    else 2
+                )
                 text = f"{row.value:.{digits}f}"
                 values.append(text + (f" ± {row.std:.{digits}f}" if row.n_seeds > 1 else ""))
             print(f"| {variant} | " + " | ".join(values) + " |")
