@@ -217,3 +217,45 @@ def test_align_fraction_aligns_a_subset_and_keeps_every_rows_logits(tiny_label_s
     assert part.parts["align"] != pytest.approx(full.parts["align"], rel=1e-3)
     part.loss.backward()
     assert clf.model.classifier.weight.grad is not None
+
+
+@pytest.mark.parametrize("kind", ["mse", "kl", "cosine"])
+def test_alignment_loss_gradient_is_finite_on_a_one_word_row(kind):
+    # one-word utterances ("alarm", "hello": common in HWU64) have zero variance; the gradient of the
+    # standardisation's sqrt used to be inf * 0 = NaN there and wrecked the whole student
+    scores = torch.tensor([[0.7, 0.0, 0.0], [1.0, -1.0, 0.5]], requires_grad=True)
+    mask = torch.tensor([[True, False, False], [True, True, True]])
+    prior = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.2, 0.3]])
+    loss = alignment_loss(scores, prior, mask, kind)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(scores.grad).all()
+
+
+def test_alignment_training_with_one_word_utterances_stays_finite(tiny_label_space, tmp_path):
+    texts = ["alarm", "block my card", "card", "check my alarm"] * 4
+    labels = ["alarm_query", "card_block", "card_block", "alarm_query"] * 4
+    ds = IntentDataset.from_pairs(zip(texts, labels, strict=True))
+    priors = [np.ones(len(split_words(t))) for t in texts]
+    clf = IntentClassifier.tiny(tiny_label_space, seed=3)
+    objective = DistillationObjective(DistillConfig(lam=1.0, alpha=0.0, warmup_steps=0), priors=priors)
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-3, warmup_ratio=0.0, patience=99)
+    Trainer(clf, ds, None, cfg, tmp_path, objective=objective, progress=False).fit()
+    assert all(torch.isfinite(p).all() for p in clf.model.parameters())
+
+
+def test_trainer_stops_on_a_non_finite_loss_before_applying_it(tiny_label_space, tmp_path):
+    from rationalign.errors import ModelError
+    from rationalign.training.objectives import CrossEntropyObjective
+
+    class Poisoned(CrossEntropyObjective):
+        def __call__(self, clf, batch):
+            out = super().__call__(clf, batch)
+            out.loss = out.loss * float("nan")
+            return out
+
+    ds = IntentDataset.from_pairs([("block my card", "card_block"), ("set my alarm", "alarm_set")] * 4)
+    clf = IntentClassifier.tiny(tiny_label_space, seed=3)
+    cfg = TrainConfig(epochs=1, batch_size=4, warmup_ratio=0.0)
+    with pytest.raises(ModelError, match="non-finite loss or gradient at step 1"):
+        Trainer(clf, ds, None, cfg, tmp_path, objective=Poisoned(), progress=False).fit()
+    assert all(torch.isfinite(p).all() for p in clf.model.parameters())  # the NaN step was not applied

@@ -78,7 +78,9 @@ def student_distribution(scores: torch.Tensor, mask: torch.Tensor, sharpness: fl
     count = mask.sum(-1, keepdim=True).clamp(min=1)
     mean = masked.sum(-1, keepdim=True) / count
     var = ((masked - mean) ** 2).masked_fill(~mask, 0.0).sum(-1, keepdim=True) / count
-    z = (scores - mean) / (var.sqrt() + 1e-6) * sharpness
+    # var + eps under the root: a one-word row has var == 0, where sqrt's gradient is infinite and
+    # inf * 0 poisons every weight with NaN (HWU64 has many one-word utterances: "alarm", "hello")
+    z = (scores - mean) / ((var + 1e-12).sqrt() + 1e-6) * sharpness
     return torch.softmax(z.masked_fill(~mask, float("-inf")), dim=-1)
 
 

@@ -27,6 +27,7 @@ from rich.progress import (
 )
 
 from rationalign.data.types import IntentDataset
+from rationalign.errors import ModelError
 from rationalign.models.classifier import IntentClassifier
 from rationalign.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from rationalign.training.config import TrainConfig
@@ -280,7 +281,15 @@ class Trainer:
                         out = self.objective(self.clf, batch)
                     optimizer.zero_grad(set_to_none=True)
                     out.loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    if not (torch.isfinite(out.loss.detach()) and torch.isfinite(grad_norm)):
+                        # stop before the optimizer writes NaN into every weight (and the checkpoint)
+                        parts = ", ".join(f"{k}={v:.4g}" for k, v in out.parts.items())
+                        raise ModelError(
+                            f"non-finite loss or gradient at step {state['global_step'] + 1} (epoch "
+                            f"{epoch + 1}; loss parts: {parts}); the weights were not updated; fix: check "
+                            "the priors and soft labels for NaN, lower the learning rate, or train in float32"
+                        )
                     optimizer.step()
                     scheduler.step()
                     state["global_step"] += 1
