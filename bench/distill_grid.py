@@ -80,7 +80,7 @@ def headline(manifest: dict) -> dict[str, float]:
         out["adversarial_accuracy"] = 100 * adv["accuracy"]
         out["adversarial_drop"] = 100 * adv["drop"]
     worst = suite.get("adversarial", {}).get("worst_case")
-    if worst and worst.get("n_sources"):
+    if worst and worst.get("n_sources"):  # in the results file; bench/robustness.py has the k-candidate table
         out["worst_case_accuracy"] = 100 * worst["accuracy"]
     faith = suite.get("faithfulness")
     if faith:
@@ -101,7 +101,6 @@ COLUMNS = [
     ("clean_accuracy", "clean acc"),
     ("adversarial_accuracy", "adversarial acc"),
     ("adversarial_drop", "drop"),
-    ("worst_case_accuracy", "worst-case acc"),
     ("comprehensiveness_aopc", "comprehensiveness AOPC ↑"),
     ("sufficiency_aopc", "sufficiency AOPC ↓"),
     ("fidelity_spearman", "fidelity to teacher (Spearman)"),
