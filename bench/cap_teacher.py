@@ -87,21 +87,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     bundle = load_data(DataConfig(path=args.dataset))
-    full_train = bundle.train
     # a seeded sample, not the first n: the test files are sorted by intent, and an LLM that always
     # answers with the first label of its list would look perfect on the first intent's utterances
     order = np.random.default_rng(0).permutation(len(bundle.test))[: args.n]
     test = bundle.test.subset(sorted(order.tolist()))
     space = bundle.label_space
     gold = np.asarray(test.label_ids(space))
-    stats = kw.pmi_stats(full_train)
+    stats = kw.pmi_stats(bundle.train)  # the full training split
     table = kw.pmi_keywords(stats, top_k=10)
     confusable = kw.confusable_from_keywords(stats)
     judge = IntentClassifier.load(REPO_ROOT / args.judge.format(dataset=args.dataset))
     judge.precision = "bfloat16"
-    teachers = dict(DEFAULT_TEACHERS)
-    if args.teachers:
-        teachers = dict(pair.split("=", 1) for pair in args.teachers)
+    teachers = dict(pair.split("=", 1) for pair in args.teachers) if args.teachers else DEFAULT_TEACHERS
     machine, command, today = machine_info(), command_line(), date.today().isoformat()
     setting = f"{len(test)} test utterances (seed 0), CAP {args.n_masks} masks, margin target"
     rows = []

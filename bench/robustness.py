@@ -30,7 +30,7 @@ from distill_grid import VARIANTS, dataset_and_setting, run_directory
 from rationalign.config import load_yaml
 from rationalign.data.io import DataConfig, load_data
 from rationalign.evaluation.adversarial import AttackSet
-from rationalign.evaluation.suite import attack_metrics
+from rationalign.evaluation.suite import attack_metrics, attack_predictions
 from rationalign.models.classifier import IntentClassifier
 
 BASELINES = ("tfidf+lr", "minilm-l6 frozen+lr")
@@ -50,13 +50,8 @@ def _ids(label_space, labels) -> np.ndarray:
 
 def score(attack: AttackSet, predict, label_space) -> dict[str, float]:
     """``predict(texts) -> label ids``; the table's numbers (percent) for one model."""
-    texts = [e.text for e in attack.examples]
-    originals = list(dict.fromkeys(e.original for e in attack.examples))
-    predicted = predict(texts + originals)
-    by_original = dict(zip(originals, predicted[len(texts) :].tolist(), strict=True))
-    gold = _ids(label_space, (e.label for e in attack.examples))
-    clean = np.array([by_original[e.original] for e in attack.examples])
-    metrics = attack_metrics(attack, gold, clean, predicted[: len(texts)], len(label_space))
+    gold, clean, adv_pred = attack_predictions(attack, predict, label_space)
+    metrics = attack_metrics(attack, gold, clean, adv_pred, len(label_space))
     out = {}
     for name, (group, field) in METRICS.items():
         value = (metrics.get(group) or {}).get(field)

@@ -41,7 +41,7 @@ from scipy.special import softmax
 
 from rationalign import __version__
 from rationalign.data.io import DataBundle, DataConfig, load_data, load_dataset, resolve_data, split_files
-from rationalign.data.types import IntentDataset
+from rationalign.data.types import IntentDataset, LabelSpace
 from rationalign.errors import ConfigError, DataError, ModelError, located
 from rationalign.evaluation.adversarial import AttackSet
 from rationalign.evaluation.calibration import calibration_report, fit_temperature_report
@@ -297,14 +297,9 @@ def _adversarial(
             f"the attack set's labels do not match the model's label space ({len(unknown)} unknown, e.g. "
             f"{unknown[0]!r}); fix: attack the data set the model was trained on"
         )
-    texts = [e.text for e in attack.examples]
-    originals = list(dict.fromkeys(e.original for e in attack.examples))
-    logits = clf.logits(texts + originals, batch_size)
-    predicted = logits.argmax(-1).numpy()
-    adv_pred = predicted[: len(texts)]
-    orig_pred = dict(zip(originals, predicted[len(texts) :].tolist(), strict=True))
-    gold = np.array(clf.label_space.ids([e.label for e in attack.examples]))
-    clean = np.array([orig_pred[e.original] for e in attack.examples])
+    gold, clean, adv_pred = attack_predictions(
+        attack, lambda texts: clf.logits(texts, batch_size).argmax(-1).numpy(), clf.label_space
+    )
     out = attack_metrics(attack, gold, clean, adv_pred, len(clf.label_space))
     for i, e in enumerate(attack.examples):
         records.append(
@@ -323,6 +318,20 @@ def _adversarial(
             }
         )
     return out
+
+
+def attack_predictions(
+    attack: AttackSet, predict: Any, label_space: LabelSpace
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(gold, clean, adv_pred)`` label ids aligned with ``attack.examples`` from ``predict(texts) -> ids``,
+    in one call over every variant and each distinct original (``clean`` is the original's prediction)."""
+    texts = [e.text for e in attack.examples]
+    originals = list(dict.fromkeys(e.original for e in attack.examples))
+    predicted = np.asarray(predict(texts + originals))
+    by_original = dict(zip(originals, predicted[len(texts) :].tolist(), strict=True))
+    gold = np.array(label_space.ids([e.label for e in attack.examples]))
+    clean = np.array([by_original[e.original] for e in attack.examples])
+    return gold, clean, predicted[: len(texts)]
 
 
 def attack_metrics(

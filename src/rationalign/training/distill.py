@@ -79,7 +79,7 @@ def student_distribution(scores: torch.Tensor, mask: torch.Tensor, sharpness: fl
     mean = masked.sum(-1, keepdim=True) / count
     var = ((masked - mean) ** 2).masked_fill(~mask, 0.0).sum(-1, keepdim=True) / count
     # var + eps under the root: a one-word row has var == 0, where sqrt's gradient is infinite and
-    # inf * 0 poisons every weight with NaN (HWU64 has many one-word utterances: "alarm", "hello")
+    # inf * 0 poisons every weight with NaN (HWU64's train_10 has one-word utterances such as "alarm")
     z = (scores - mean) / ((var + 1e-12).sqrt() + 1e-6) * sharpness
     return torch.softmax(z.masked_fill(~mask, float("-inf")), dim=-1)
 
