@@ -10,6 +10,10 @@ MiniLM embeddings + LR, C chosen on validation) fitted on the same training spli
 
     .venv/bin/rationalign attack banking77 --n-per-example 8 --out runs/attacks/banking77-test-k8.jsonl
     .venv/bin/python bench/robustness.py --configs examples/distill/banking77_10shot.yaml --seeds 0 1 2
+
+Several ``--attack`` sets are merged, e.g. the one above with two-word synonym swaps
+(``rationalign attack banking77 --generators synonym --swaps 2 --n-per-example 8 --out
+runs/attacks/banking77-test-k8-x2.jsonl``), so the worst case runs over every variant of both.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ METRICS = {  # row metric -> (group of attack_metrics, field)
     "adversarial_accuracy": ("all", "accuracy"),
     "adversarial_accuracy_synonym": ("synonym", "accuracy"),
     "adversarial_accuracy_confusable": ("confusable", "accuracy"),
+    "adversarial_accuracy_synonym_x2": ("synonym_x2", "accuracy"),
     "worst_case_accuracy": ("worst_case", "accuracy"),
     "worst_case_drop": ("worst_case", "drop"),
 }
@@ -92,7 +97,12 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", required=True)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--attack", default="runs/attacks/{dataset}-test-k8.jsonl", help="path template")
+    parser.add_argument(
+        "--attack",
+        nargs="+",
+        default=["runs/attacks/{dataset}-test-k8.jsonl"],
+        help="attack-set path templates; several are merged (worst case over all their variants)",
+    )
     parser.add_argument("--no-baselines", action="store_true")
     args = parser.parse_args()
     machine = machine_info()
@@ -100,10 +110,14 @@ def main() -> None:
     for config_path in args.configs:
         base = load_yaml(config_path)
         dataset, setting = dataset_and_setting(base)
-        attack_path = REPO_ROOT / args.attack.format(dataset=dataset)
-        attack = AttackSet.load(attack_path)
+        attack = AttackSet.merge(
+            [AttackSet.load(REPO_ROOT / template.format(dataset=dataset)) for template in args.attack]
+        )
         per_source = len(attack.examples) / len({(e.original, e.label) for e in attack.examples})
         row_setting = f"{setting}, attack k={attack.n_per_example}"
+        multi_word = sorted(n.split("_x")[1] for n in attack.generator_names if "_x" in n)
+        if multi_word:  # e.g. "10-shot, attack k=8, + 2-word swaps"
+            row_setting += ", + " + "/".join(multi_word) + "-word swaps"
         print(
             f"{dataset} {setting}: {len(attack.examples)} variants of "
             f"{len({e.original for e in attack.examples})} utterances ({per_source:.2f} each)",

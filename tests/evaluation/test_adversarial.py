@@ -222,6 +222,25 @@ def test_attack_set_round_trip_and_threshold(tmp_path, wordnet, tiny):
     assert len(everything) == stats.n_candidates
 
 
+def test_merged_attack_sets_keep_every_variant_and_refuse_name_clashes(wordnet, tiny):
+    _, test, _, table = tiny
+    one = generate_attack_set(test, [SynonymSwap(keywords=table, min_validity=0.0)], 2, seed=1)
+    two_words = SynonymSwap(keywords=table, swaps=2, top_words=3, min_validity=0.0)
+    two = generate_attack_set(test, [two_words], 2, seed=1)
+    assert two.generator_names == ["synonym_x2"] and two.examples
+    assert all(len(e.edits) == 2 for e in two.examples)
+    merged = AttackSet.merge([one, two])
+    assert merged.examples == one.examples + two.examples
+    assert merged.generator_names == ["synonym", "synonym_x2"] and set(merged.stats) == set(
+        merged.generator_names
+    )
+    with pytest.raises(ConfigError, match="share generator names"):
+        AttackSet.merge([one, one])
+    other_seed = generate_attack_set(test, [two_words], 2, seed=2)
+    with pytest.raises(ConfigError, match="same split and seed"):
+        AttackSet.merge([one, other_seed])
+
+
 def test_attack_set_bad_files_name_the_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "x", "label": "y"}\n')

@@ -57,6 +57,25 @@ def test_attack_writes_a_set_and_reports_pass_rates(app, runner, tiny_data_dir, 
     assert AttackSet.load(again).examples == attack.examples  # same seed, same set
 
 
+@pytest.mark.skipif(not wordnet_available(), reason="WordNet not installed (apt-get install wordnet-base)")
+def test_attack_with_two_swaps_replaces_two_label_carrying_words(app, runner, tiny_data_dir, tmp_path):
+    out = tmp_path / "two.jsonl"
+    base = ["attack", str(tiny_data_dir), "--generators", "synonym", "--encoder", "none"]
+    result = runner.invoke(app, [*base, "--out", str(out), "--swaps", "2", "--n-per-example", "4"])
+    assert result.exit_code == 0, result.output
+    attack = AttackSet.load(out)
+    assert attack.generators[0]["config"]["swaps"] == 2 and attack.generators[0]["config"]["top_words"] == 3
+    assert attack.generator_names == ["synonym_x2"]
+    assert attack.examples and all(len(e.edits) == 2 for e in attack.examples)
+    assert all(len({position for position, _, _ in e.edits}) == 2 for e in attack.examples)
+    one = tmp_path / "one.jsonl"
+    assert runner.invoke(app, [*base, "--out", str(one)]).exit_code == 0
+    assert all(len(e.edits) == 1 for e in AttackSet.load(one).examples)
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "x.jsonl"), "--swaps", "0"])
+    assert isinstance(result.exception, ConfigError) and "--swaps" in str(result.exception)
+    assert not (tmp_path / "x.jsonl").exists()
+
+
 def test_attack_bad_inputs(app, runner, tiny_data_dir, tmp_path):
     result = runner.invoke(
         app, ["attack", str(tiny_data_dir), "--out", str(tmp_path / "x.jsonl"), "--generators", "magic"]

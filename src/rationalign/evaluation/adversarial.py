@@ -7,7 +7,9 @@ Three generators, each deterministic under a seed (the random stream of utteranc
   replaced by a WordNet synonym for its guessed part of speech, re-inflected like the original word
   (``charged`` -> ``billed``; irregular forms are skipped). Words inside compounds (``credit card``,
   ``top up``, ``top-up``) are left alone and synonyms that WordPiece splits (rare words such as
-  ``requital``) are dropped. Candidates are scored by the cosine similarity of the MiniLM sentence
+  ``requital``) are dropped. With ``swaps=2`` one candidate replaces two of the top three such words
+  at once (a harder attack under the same threshold; the generator is then named ``synonym_x2``, so its
+  set can be merged with a one-word set by :meth:`AttackSet.merge`). Candidates are scored by the cosine similarity of the MiniLM sentence
   embeddings of the original and the edited utterance (``validity``, threshold 0.85); the best
   ``n_per_example`` per utterance are kept.
 - :class:`ConfusableKeywordSwap`: a label-carrying word is replaced by a keyword of the gold label's most
@@ -421,6 +423,8 @@ class SynonymSwap:
         self.wordnet = wordnet or load_wordnet()
         self.top_words = top_words
         self.swaps = swaps
+        if swaps > 1:  # its own name, so a set of 2-word swaps can be scored beside (and merged with) 1-word
+            self.name = f"synonym_x{swaps}"
         self.max_senses = max_senses
         self.max_candidates = max_candidates
         self.min_validity = min_validity
@@ -981,6 +985,35 @@ class AttackSet:
         if include_rejected:
             lines += [json.dumps({"type": "rejected", **e.to_dict()}) for e in self.rejected]
         return atomic_write_text(path, "\n".join(lines) + "\n")
+
+    @classmethod
+    def merge(cls, sets: Sequence[AttackSet]) -> AttackSet:
+        """One set from attack sets of the same dataset and seed built by differently named generators
+        (e.g. ``synonym`` + ``confusable`` and ``synonym_x2``), so the worst case runs over all of them."""
+        if not sets:
+            raise ConfigError("AttackSet.merge needs at least one attack set")
+        first = sets[0]
+        names = [n for s in sets for n in s.generator_names]
+        if len(set(names)) != len(names):
+            raise ConfigError(
+                f"attack sets share generator names {sorted({n for n in names if names.count(n) > 1})}; "
+                "fix: merge sets built by different generators (e.g. --swaps 2 names its own)"
+            )
+        for other in sets[1:]:
+            if (other.dataset, other.seed) != (first.dataset, first.seed):
+                raise ConfigError(
+                    f"cannot merge attack sets of {first.dataset!r} seed {first.seed} and "
+                    f"{other.dataset!r} seed {other.seed}; fix: build them from the same split and seed"
+                )
+        return cls(
+            examples=[e for s in sets for e in s.examples],
+            dataset=first.dataset,
+            seed=first.seed,
+            n_per_example=max(s.n_per_example for s in sets),
+            generators=[g for s in sets for g in s.generators],
+            stats={name: stat for s in sets for name, stat in s.stats.items()},
+            rejected=[e for s in sets for e in s.rejected],
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> AttackSet:

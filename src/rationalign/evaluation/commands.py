@@ -34,9 +34,14 @@ def build_generators(
     encoder: str | None = "minilm-l6",
     llm: str | None = None,
     top_k: int = 10,
+    swaps: int = 1,
 ) -> list[Any]:
     """The generators named, with keywords from ``train`` (PMI), confusable classes from ``reference`` on
-    ``reference_valid`` (soft confusion) or from PMI vectors, and MiniLM sentence similarity."""
+    ``reference_valid`` (soft confusion) or from PMI vectors, and MiniLM sentence similarity.
+    ``swaps``: how many label-carrying words one synonym candidate replaces at once (among the top
+    ``swaps + 1``), a harder attack that must still pass the same similarity threshold."""
+    if swaps < 1:
+        raise ConfigError(f"--swaps must be >= 1, got {swaps}")
     from rationalign.evaluation import adversarial as adv
     from rationalign.evaluation import keywords as kw
 
@@ -47,7 +52,14 @@ def build_generators(
     out: list[Any] = []
     for name in names:
         if name == "synonym":
-            out.append(adv.SynonymSwap(keywords=table, validator=similarity))
+            out.append(
+                adv.SynonymSwap(
+                    keywords=table,
+                    validator=similarity,
+                    swaps=swaps,
+                    top_words=max(2, swaps + 1),
+                )
+            )
         elif name == "confusable":
             if reference is not None and reference_valid is not None:
                 probs = reference.predict_proba(reference_valid.texts)
@@ -160,6 +172,10 @@ def register(app: typer.Typer) -> None:
         n_per_example: Annotated[
             int, typer.Option(help="Adversarial examples per utterance and generator.")
         ] = 1,
+        swaps: Annotated[
+            int,
+            typer.Option(help="Words the synonym generator replaces in one candidate (2 = a harder attack)."),
+        ] = 1,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
         limit: Annotated[int | None, typer.Option(help="Attack only the first N utterances.")] = None,
         reference: Annotated[
@@ -207,6 +223,7 @@ def register(app: typer.Typer) -> None:
             reference_valid=bundle.valid,
             encoder=None if encoder.lower() == "none" else encoder,
             llm=llm,
+            swaps=swaps,
         )
         result = generate_attack_set(
             target, gens, n_per_example, seed, min_validity=min_validity, limit=limit
