@@ -73,6 +73,8 @@ def headline(manifest: dict) -> dict[str, float]:
     m = manifest["metrics"]
     suite = m.get("suite", {})
     out = {"clean_accuracy": 100 * m["test_accuracy"], "train_seconds": m["train_seconds"]}
+    if m.get("best_valid_accuracy") is not None:  # what a schedule or lambda is chosen on, never test
+        out["valid_accuracy"] = 100 * m["best_valid_accuracy"]
     if m.get("train_examples_per_second"):  # per-epoch cost, free of how many epochs early stopping ran
         out["train_examples_per_second"] = m["train_examples_per_second"]
     adv = suite.get("adversarial", {}).get("all")
@@ -98,6 +100,7 @@ def headline(manifest: dict) -> dict[str, float]:
 
 
 COLUMNS = [
+    ("valid_accuracy", "valid acc"),
     ("clean_accuracy", "clean acc"),
     ("adversarial_accuracy", "adversarial acc"),
     ("adversarial_drop", "drop"),
@@ -151,16 +154,27 @@ def main() -> None:
         "re-running them, so seeds can be added to a table one invocation at a time",
     )
     parser.add_argument("--set", dest="sets", nargs="*", default=[], help="extra overrides for every run")
+    parser.add_argument(
+        "--tag",
+        help="names the --set overrides in the table's setting and the run folders (e.g. 'patience 15'), "
+        "so a schedule study never overwrites the committed config's runs",
+    )
     args = parser.parse_args()
     if args.markdown:
         markdown()
         return
     if not args.configs:
         parser.error("--configs is required (or --markdown)")
+    if args.sets and not args.tag:
+        parser.error(
+            "--set changes the committed config: name the change with --tag (e.g. --tag 'patience 15')"
+        )
     machine = machine_info()
     for config_path in args.configs:
         base = load_yaml(config_path)
         dataset, setting = dataset_and_setting(base)
+        if args.tag:
+            setting += f", {args.tag}"
         for variant in args.variants:
             per_seed: list[dict[str, float]] = []
             commands = []
