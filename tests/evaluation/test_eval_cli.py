@@ -142,6 +142,30 @@ def test_suite_command_writes_one_metrics_json(app, runner, tiny_data_dir, tiny_
     assert printed["config"]["calibrate"] is False and "after" not in printed["metrics"]["calibration"]
 
 
+@pytest.mark.skipif(not wordnet_available(), reason="WordNet not installed (apt-get install wordnet-base)")
+def test_suite_merges_repeated_attack_sets(app, runner, tiny_data_dir, tiny_classifier, tmp_path):
+    model = tiny_classifier.save(tmp_path / "model")
+    sets = []
+    for swaps in ("1", "2"):
+        path = tmp_path / f"swaps{swaps}.jsonl"
+        args = ["attack", str(tiny_data_dir), "--out", str(path), "--generators", "synonym"]
+        result = runner.invoke(app, [*args, "--encoder", "none", "--swaps", swaps, "--n-per-example", "3"])
+        assert result.exit_code == 0, result.output
+        sets += ["--attack", str(path)]
+    args = ["suite", str(model), "--data", str(tiny_data_dir), "--limit", "2", "--no-stability"]
+    result = runner.invoke(app, [*args, "--no-calibrate", "--json", *sets])
+    assert result.exit_code == 0, result.output
+    adversarial = json.loads(result.stdout)["metrics"]["adversarial"]
+    sizes = [len(AttackSet.load(path)) for path in sets[1::2]]
+    assert (
+        adversarial["synonym"]["n_examples"] == sizes[0]
+        and adversarial["synonym_x2"]["n_examples"] == sizes[1]
+    )
+    assert adversarial["worst_case"]["n_examples"] == sum(sizes)
+    result = runner.invoke(app, [*args, "--no-calibrate", "--attack", sets[1], "--attack", sets[1]])
+    assert isinstance(result.exception, ConfigError) and "share generator names" in str(result.exception)
+
+
 def test_suite_command_errors(app, runner, tiny_data_dir, tmp_path):
     result = runner.invoke(app, ["suite", str(tmp_path), "--data", str(tiny_data_dir)])
     assert isinstance(result.exception, RationalignError) and "not a rationalign model" in str(

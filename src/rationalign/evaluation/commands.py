@@ -254,7 +254,12 @@ def register(app: typer.Typer) -> None:
         data: Annotated[str, typer.Option(help="Data folder, file or dataset name.")],
         split: Annotated[str, typer.Option(help="Evaluated split.")] = "test",
         attack_set: Annotated[
-            Path | None, typer.Option("--attack", help="Attack set (JSONL) from `rationalign attack`.")
+            list[Path] | None,
+            typer.Option(
+                "--attack",
+                help="Attack set (JSONL) from `rationalign attack`; repeat to merge several (worst case "
+                "over all their variants).",
+            ),
         ] = None,
         priors: Annotated[
             Path | None, typer.Option(help="Teacher priors: prior store (.sqlite) or its JSONL export.")
@@ -286,11 +291,20 @@ def register(app: typer.Typer) -> None:
 
         if attribution not in ("gxi", "ig"):
             raise ConfigError(f"unknown --attribution {attribution!r}; fix: use gxi or ig")
+        attack: Any = None
+        if attack_set:
+            from rationalign.evaluation.adversarial import AttackSet
+
+            attack = (
+                attack_set[0]
+                if len(attack_set) == 1
+                else AttackSet.merge([AttackSet.load(path) for path in attack_set])
+            )
         result = evaluate_suite(
             model,
             data,
             split=split,
-            attack_set=attack_set,
+            attack_set=attack,
             teacher_priors=priors,
             prior_method=prior_method,
             attribution=attribution,  # type: ignore[arg-type]
