@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO_ROOT, Row, machine_info, write_results
+from _common import REPO_ROOT, Row, machine_info, read_results, write_results
 from baselines import DEFAULT_GRID, MiniLMEmbedder, Split, features, fit_and_select
 from distill_grid import VARIANTS, dataset_and_setting, run_directory
 from rationalign.config import load_yaml
@@ -92,9 +92,48 @@ def baseline_predictor(method: str, bundle, embedder: MiniLMEmbedder | None, att
     return predict
 
 
+TITLES = {
+    "clean_accuracy_same_sources": "clean, same utterances",
+    "adversarial_accuracy": "adversarial, all variants",
+    "adversarial_accuracy_synonym": "synonym variants",
+    "adversarial_accuracy_confusable": "confusable variants",
+    "adversarial_accuracy_synonym_x2": "2-word synonym variants",
+    "worst_case_accuracy": "**worst case**",
+    "worst_case_drop": "worst-case drop",
+}
+BASELINE_NAMES = {
+    "tfidf+lr": "*TF-IDF + LR (cheap baseline)*",
+    "minilm-l6 frozen+lr": "*frozen MiniLM + LR (cheap baseline)*",
+}
+
+
+def markdown() -> None:
+    """BENCHMARKS.md's tables: one per (dataset, setting), baselines first, then VARIANTS order."""
+    rows = [Row(**r) for r in read_results("robustness")]
+    cells = {(r.dataset, r.setting, r.method, r.metric): r for r in rows}
+    for dataset, setting in dict.fromkeys((r.dataset, r.setting) for r in rows):
+        metrics = [m for m in TITLES if any(k[:2] == (dataset, setting) and k[3] == m for k in cells)]
+        methods = [m for m in (*BASELINES, *VARIANTS) if (dataset, setting, m, metrics[0]) in cells]
+        seeds = max(cells[(dataset, setting, m, metrics[0])].n_seeds for m in methods)
+        print(f"**{dataset}, {setting}** (students: mean ± std over {seeds} seeds)\n")
+        print("| model | " + " | ".join(TITLES[m] for m in metrics) + " |")
+        print("|---|" + "---:|" * len(metrics))
+        for method in methods:
+            values = []
+            for metric in metrics:
+                row = cells.get((dataset, setting, method, metric))
+                text = "-" if row is None else f"{row.value:.2f}"
+                if row is not None and row.n_seeds > 1:
+                    text += f" ± {row.std:.2f}"
+                values.append(text)
+            print(f"| {BASELINE_NAMES.get(method, method)} | " + " | ".join(values) + " |")
+        print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", required=True)
+    parser.add_argument("--markdown", action="store_true", help="print BENCHMARKS.md's tables and exit")
+    parser.add_argument("--configs", nargs="+")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument(
@@ -105,6 +144,11 @@ def main() -> None:
     )
     parser.add_argument("--no-baselines", action="store_true")
     args = parser.parse_args()
+    if args.markdown:
+        markdown()
+        return
+    if not args.configs:
+        parser.error("--configs is required (or --markdown)")
     machine = machine_info()
     command = " ".join([".venv/bin/python bench/robustness.py", *sys.argv[1:]])
     for config_path in args.configs:
