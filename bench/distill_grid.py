@@ -118,10 +118,14 @@ def markdown() -> None:
     rows = [Row(**r) for r in read_results("distill")]
     cells = {(r.dataset, r.setting, r.method, r.metric): r for r in rows}
     for dataset, setting in dict.fromkeys((r.dataset, r.setting) for r in rows):
-        print(f"**{dataset}, {setting}**\n")
+        variants = [v for v in VARIANTS if (dataset, setting, v, "clean_accuracy") in cells]
+        seeds = max(cells[(dataset, setting, v, "clean_accuracy")].n_seeds for v in variants)
+        spread = f" (mean ± std over {seeds} seeds)" if seeds > 1 else ""
+        print(f"**{dataset}, {setting}**{spread}\n")
         print("| variant | " + " | ".join(title for _, title in COLUMNS) + " |")
         print("|---|" + "---:|" * len(COLUMNS))
-        for variant in [v for v in VARIANTS if (dataset, setting, v, "clean_accuracy") in cells]:
+        for variant in variants:
+            n = cells[(dataset, setting, variant, "clean_accuracy")].n_seeds
             values = []
             for metric, _ in COLUMNS:
                 row = cells.get((dataset, setting, variant, metric))
@@ -137,7 +141,8 @@ def markdown() -> None:
                 )
                 text = f"{row.value:.{digits}f}"
                 values.append(text + (f" ± {row.std:.{digits}f}" if row.n_seeds > 1 else ""))
-            print(f"| {variant} | " + " | ".join(values) + " |")
+            name = variant + (f" ({n} seed{'s' if n > 1 else ''})" if n < seeds else "")
+            print(f"| {name} | " + " | ".join(values) + " |")
         print()
 
 

@@ -126,7 +126,9 @@ def markdown() -> None:
                 if row is not None and row.n_seeds > 1:
                     text += f" ± {row.std:.2f}"
                 values.append(text)
-            print(f"| {BASELINE_NAMES.get(method, method)} | " + " | ".join(values) + " |")
+            n = cells[(dataset, setting, method, metrics[0])].n_seeds
+            name = BASELINE_NAMES.get(method) or method + (f" ({n} seed)" if n < seeds else "")
+            print(f"| {name} | " + " | ".join(values) + " |")
         print()
 
 
