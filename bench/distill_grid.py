@@ -19,6 +19,8 @@ import sys
 from datetime import date
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO_ROOT, Row, machine_info, read_results, write_results
 from rationalign.config import apply_overrides, build, dump_yaml, load_yaml
@@ -62,7 +64,12 @@ def finished_manifest(cfg: DistillRunConfig) -> dict | None:
     config_file, manifest_file = run_dir / CONFIG_FILE, run_dir / MANIFEST
     if not (config_file.is_file() and manifest_file.is_file()):
         return None
-    if config_file.read_text(encoding="utf-8") != dump_yaml(cfg):
+    # the same experiment, wherever the checkout lives: a run made from a worktree records its own
+    # absolute output_dir, which is this very folder
+    saved, wanted = yaml.safe_load(config_file.read_text(encoding="utf-8")), yaml.safe_load(dump_yaml(cfg))
+    saved.pop("output_dir", None)
+    wanted.pop("output_dir", None)
+    if saved != wanted:
         return None
     manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
     return manifest if "test_accuracy" in manifest.get("metrics", {}) else None
