@@ -228,7 +228,8 @@ def write_results(name: str, rows: Iterable[Row | dict]) -> Path:
     return path
 
 
-def _format_cell(value: float, std: float, n_seeds: int, digits: int) -> str:
+def format_cell(value: float, std: float, n_seeds: int, digits: int) -> str:
+    """``mean ± std`` for a multi-seed row, the value alone for one seed."""
     if n_seeds > 1:
         return f"{value:.{digits}f} ± {std:.{digits}f}"
     return f"{value:.{digits}f}"
@@ -256,7 +257,7 @@ def markdown_table(
     cells: dict[tuple, dict[str, str]] = {}
     for r in records:
         key = tuple(r[f] for f in row_fields)
-        cells.setdefault(key, {})[r[column_field]] = _format_cell(r["value"], r["std"], r["n_seeds"], digits)
+        cells.setdefault(key, {})[r[column_field]] = format_cell(r["value"], r["std"], r["n_seeds"], digits)
     keys = list(row_order) if row_order is not None else list(cells)
     lines = [
         "| " + " | ".join([*row_fields, *columns]) + " |",

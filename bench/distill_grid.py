@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO_ROOT, Row, machine_info, read_results, write_results
+from _common import REPO_ROOT, Row, format_cell, machine_info, read_results, write_results
 from rationalign.config import apply_overrides, build, dump_yaml, load_yaml
 from rationalign.pipeline import DistillRunConfig, distill_run
 from rationalign.training.run import CONFIG_FILE, MANIFEST
@@ -146,8 +146,7 @@ def markdown() -> None:
                     if metric in ("train_seconds", "train_examples_per_second")
                     else 2
                 )
-                text = f"{row.value:.{digits}f}"
-                values.append(text + (f" ± {row.std:.{digits}f}" if row.n_seeds > 1 else ""))
+                values.append(format_cell(row.value, row.std, row.n_seeds, digits))
             name = variant + (f" ({n} seed{'s' if n > 1 else ''})" if n < seeds else "")
             print(f"| {name} | " + " | ".join(values) + " |")
         print()

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO_ROOT, Row, machine_info, read_results, write_results
+from _common import REPO_ROOT, Row, command_line, format_cell, machine_info, read_results, write_results
 from baselines import DEFAULT_GRID, MiniLMEmbedder, Split, features, fit_and_select
 from distill_grid import VARIANTS, dataset_and_setting, run_directory
 from rationalign.config import load_yaml
@@ -122,10 +122,7 @@ def markdown() -> None:
             values = []
             for metric in metrics:
                 row = cells.get((dataset, setting, method, metric))
-                text = "-" if row is None else f"{row.value:.2f}"
-                if row is not None and row.n_seeds > 1:
-                    text += f" ± {row.std:.2f}"
-                values.append(text)
+                values.append("-" if row is None else format_cell(row.value, row.std, row.n_seeds, 2))
             n = cells[(dataset, setting, method, metrics[0])].n_seeds
             name = BASELINE_NAMES.get(method) or method + (f" ({n} seed)" if n < seeds else "")
             print(f"| {name} | " + " | ".join(values) + " |")
@@ -152,7 +149,7 @@ def main() -> None:
     if not args.configs:
         parser.error("--configs is required (or --markdown)")
     machine = machine_info()
-    command = " ".join([".venv/bin/python bench/robustness.py", *sys.argv[1:]])
+    command = command_line()
     for config_path in args.configs:
         base = load_yaml(config_path)
         dataset, setting = dataset_and_setting(base)
@@ -161,7 +158,9 @@ def main() -> None:
         )
         per_source = len(attack.examples) / len({(e.original, e.label) for e in attack.examples})
         row_setting = f"{setting}, attack k={attack.n_per_example}"
-        multi_word = sorted(n.split("_x")[1] for n in attack.generator_names if "_x" in n)
+        multi_word = sorted(
+            {str(g["config"]["swaps"]) for g in attack.generators if g["config"].get("swaps", 1) > 1}
+        )
         if multi_word:  # e.g. "10-shot, attack k=8, + 2-word swaps"
             row_setting += ", + " + "/".join(multi_word) + "-word swaps"
         print(

@@ -225,7 +225,8 @@ def test_attack_set_round_trip_and_threshold(tmp_path, wordnet, tiny):
 def test_merged_attack_sets_keep_every_variant_and_refuse_name_clashes(wordnet, tiny):
     _, test, _, table = tiny
     one = generate_attack_set(test, [SynonymSwap(keywords=table, min_validity=0.0)], 2, seed=1)
-    two_words = SynonymSwap(keywords=table, swaps=2, top_words=3, min_validity=0.0)
+    two_words = SynonymSwap(keywords=table, swaps=2, min_validity=0.0)
+    assert two_words.top_words == 3  # one more candidate word than it swaps
     two = generate_attack_set(test, [two_words], 2, seed=1)
     assert two.generator_names == ["synonym_x2"] and two.examples
     assert all(len(e.edits) == 2 for e in two.examples)

@@ -9,9 +9,9 @@ Three generators, each deterministic under a seed (the random stream of utteranc
   ``top up``, ``top-up``) are left alone and synonyms that WordPiece splits (rare words such as
   ``requital``) are dropped. With ``swaps=2`` one candidate replaces two of the top three such words
   at once (a harder attack under the same threshold; the generator is then named ``synonym_x2``, so its
-  set can be merged with a one-word set by :meth:`AttackSet.merge`). Candidates are scored by the cosine similarity of the MiniLM sentence
-  embeddings of the original and the edited utterance (``validity``, threshold 0.85); the best
-  ``n_per_example`` per utterance are kept.
+  set can be merged with a one-word set by :meth:`AttackSet.merge`). Candidates are scored by the
+  cosine similarity of the MiniLM sentence embeddings of the original and the edited utterance
+  (``validity``, threshold 0.85); the best ``n_per_example`` per utterance are kept.
 - :class:`ConfusableKeywordSwap`: a label-carrying word is replaced by a keyword of the gold label's most
   confusable class. The intent must survive the swap, which is checked one of two ways:
 
@@ -393,7 +393,8 @@ class SynonymSwap:
     """Replace label-carrying words with WordNet synonyms; validity = sentence-embedding similarity.
 
     ``keywords`` (PMI) or ``priors`` (``{text: WordAttribution}`` of the gold label) choose the words;
-    ``swaps`` words are replaced per candidate, among the ``top_words`` label-carrying ones; at most
+    ``swaps`` words are replaced per candidate, among the ``top_words`` label-carrying ones (default: one
+    more than ``swaps``, at least 2); at most
     ``max_candidates`` candidates per utterance are scored (a seeded sample when there are more)."""
 
     name = "synonym"
@@ -405,7 +406,7 @@ class SynonymSwap:
         priors: Mapping[str, Any] | None = None,
         validator: Validator | None = None,
         wordnet: WordNet | None = None,
-        top_words: int = 2,
+        top_words: int | None = None,
         swaps: int = 1,
         max_senses: int | None = 4,
         max_candidates: int = 24,
@@ -415,6 +416,8 @@ class SynonymSwap:
     ):
         if keywords is None and priors is None:
             raise ConfigError("SynonymSwap needs keywords (PMI) or priors to find the label-carrying words")
+        if top_words is None:
+            top_words = max(2, swaps + 1)
         if swaps < 1 or top_words < swaps:
             raise ConfigError(f"need 1 <= swaps <= top_words, got swaps={swaps}, top_words={top_words}")
         self.keywords = keywords

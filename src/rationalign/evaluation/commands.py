@@ -52,14 +52,7 @@ def build_generators(
     out: list[Any] = []
     for name in names:
         if name == "synonym":
-            out.append(
-                adv.SynonymSwap(
-                    keywords=table,
-                    validator=similarity,
-                    swaps=swaps,
-                    top_words=max(2, swaps + 1),
-                )
-            )
+            out.append(adv.SynonymSwap(keywords=table, validator=similarity, swaps=swaps))
         elif name == "confusable":
             if reference is not None and reference_valid is not None:
                 probs = reference.predict_proba(reference_valid.texts)
