@@ -252,7 +252,10 @@ def test_attack_set_bad_files_name_the_line(tmp_path):
     with pytest.raises(DataError, match=r"bad.jsonl:2: malformed example"):
         AttackSet.load(bad)
     bad.write_text(json.dumps(header) + "\nnot json\n")
-    with pytest.raises(DataError, match=r"bad.jsonl:2: not valid JSON"):
+    with pytest.raises(DataError, match=r"bad.jsonl:2: malformed JSON"):
+        AttackSet.load(bad)
+    bad.write_bytes(json.dumps(header).encode() + b'\n{"text": "caf\xe9"}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:2: bytes are not UTF-8"):
         AttackSet.load(bad)
     with pytest.raises(DataError, match="no such attack set"):
         AttackSet.load(tmp_path / "missing.jsonl")

@@ -97,7 +97,7 @@ def test_reviewed_queue_bad_input(tmp_path):
     with pytest.raises(DataError, match=r"q.jsonl:1: 'reviewed' must be true or false"):
         load_reviewed_queue(path)
     path.write_text('{"text": "a", "label": "y", "reviewed": true}\n{oops\n')
-    with pytest.raises(DataError, match=r"q.jsonl:2: not valid JSON"):
+    with pytest.raises(DataError, match=r"q.jsonl:2: malformed JSON"):
         load_reviewed_queue(path)
     path.write_text('{"label": "y", "reviewed": true}\n')
     with pytest.raises(DataError, match=r"q.jsonl:1: missing text"):

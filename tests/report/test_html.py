@@ -259,7 +259,7 @@ def test_bad_inputs(tmp_path: Path, run_copy) -> None:
         build_report([tmp_path / "missing"], tmp_path / "r.html")
     run_dir = run_copy()
     (run_dir / "adversarial.jsonl").write_text('{"text": "fine"}\nnot json\n')
-    with pytest.raises(DataError, match=r"adversarial.jsonl:2: invalid JSON"):
+    with pytest.raises(DataError, match=r"adversarial.jsonl:2: malformed JSON"):
         build_report([run_dir], tmp_path / "r.html")
     assert not (tmp_path / "r.html").exists()  # nothing half written
     assert not list(tmp_path.glob(".r.html*"))

@@ -9,11 +9,13 @@ record starts; a quoted field may span lines).
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -56,6 +58,27 @@ def _iter_lines(path: Path, max_line_bytes: int) -> Iterator[tuple[int, str]]:
                 content, path=path, line=number, max_line_bytes=max_line_bytes, cut=cut
             )
             yield number, validate.decode_line(content, path=path, line=number)
+
+
+def iter_json_objects(
+    path: str | Path, *, fix: str, max_line_bytes: int = 10 * DEFAULT_MAX_LINE_BYTES
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` of every non-blank line of a JSON-lines file the toolkit wrote (an attack
+    set, a divergence queue, attributions). A line that is not UTF-8, too long, not JSON or not an object
+    raises ``DataError`` naming the file and line, with ``fix`` as the advice."""
+    path = Path(path)
+    for number, text in _iter_lines(path, max_line_bytes):
+        if not text.strip():
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataError(
+                located(path, number, f"malformed JSON ({err.msg} at column {err.colno})", fix)
+            ) from None
+        if not isinstance(value, dict):
+            raise DataError(located(path, number, "line is not a JSON object", fix))
+        yield number, value
 
 
 def _read_jsonl(

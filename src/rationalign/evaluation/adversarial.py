@@ -51,6 +51,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from rationalign.attribution.words import split_words, word_spans
+from rationalign.data.io import iter_json_objects
 from rationalign.data.types import Example, IntentDataset, LabelSpace
 from rationalign.errors import ConfigError, DataError, ModelError, located
 from rationalign.evaluation.keywords import (
@@ -1026,52 +1027,41 @@ class AttackSet:
         header: dict[str, Any] | None = None
         examples: list[AdversarialExample] = []
         rejected: list[AdversarialExample] = []
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataError(
-                        located(path, number, f"not valid JSON ({err.msg})", "regenerate the attack set")
-                    ) from None
-                if not isinstance(record, dict):
-                    raise DataError(located(path, number, "not a JSON object", "regenerate the attack set"))
-                if header is None:
-                    if record.get("type") != "header" or record.get("format") != ATTACK_FORMAT:
-                        raise DataError(
-                            located(
-                                path,
-                                number,
-                                "first line is not an attack-set header",
-                                "pass a file written by `rationalign attack` / AttackSet.save",
-                            )
-                        )
-                    if record.get("schema_version") != ATTACK_SCHEMA_VERSION:
-                        raise DataError(
-                            located(
-                                path,
-                                number,
-                                f"attack-set schema {record.get('schema_version')!r} is not "
-                                f"{ATTACK_SCHEMA_VERSION}",
-                                "regenerate it with this version",
-                            )
-                        )
-                    header = record
-                    continue
-                try:
-                    example = AdversarialExample.from_dict(record)
-                except (KeyError, TypeError, ValueError, IndexError) as err:
+        for number, record in iter_json_objects(path, fix="regenerate the attack set"):
+            if header is None:
+                if record.get("type") != "header" or record.get("format") != ATTACK_FORMAT:
                     raise DataError(
                         located(
                             path,
                             number,
-                            f"malformed example ({type(err).__name__}: {err})",
-                            "each example needs original, text, label, edits, generator, validity, seed",
+                            "first line is not an attack-set header",
+                            "pass a file written by `rationalign attack` / AttackSet.save",
                         )
-                    ) from None
-                (rejected if record.get("type") == "rejected" else examples).append(example)
+                    )
+                if record.get("schema_version") != ATTACK_SCHEMA_VERSION:
+                    raise DataError(
+                        located(
+                            path,
+                            number,
+                            f"attack-set schema {record.get('schema_version')!r} is not "
+                            f"{ATTACK_SCHEMA_VERSION}",
+                            "regenerate it with this version",
+                        )
+                    )
+                header = record
+                continue
+            try:
+                example = AdversarialExample.from_dict(record)
+            except (KeyError, TypeError, ValueError, IndexError) as err:
+                raise DataError(
+                    located(
+                        path,
+                        number,
+                        f"malformed example ({type(err).__name__}: {err})",
+                        "each example needs original, text, label, edits, generator, validity, seed",
+                    )
+                ) from None
+            (rejected if record.get("type") == "rejected" else examples).append(example)
         if header is None:
             raise DataError(located(path, None, "empty attack set", "build one with `rationalign attack`"))
         stats = {

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from rationalign.data.io import iter_json_objects
 from rationalign.data.types import Example, IntentDataset, LabelSpace
 from rationalign.errors import ConfigError, DataError, located
 from rationalign.evaluation.fidelity import as_word_scores, spearman
@@ -189,30 +190,15 @@ def read_queue(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
             located(path, None, "no such queue file", "write one with write_queue / rationalign suite")
         )
     out = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(
-                    located(path, number, f"not valid JSON ({err.msg})", "fix the line by hand")
-                ) from None
-            if not isinstance(record, dict):
-                raise DataError(located(path, number, "not a JSON object", "one queue item per line"))
-            missing = [k for k in ("text", "label", "reviewed") if k not in record]
-            if missing:
-                raise DataError(
-                    located(path, number, f"missing {', '.join(missing)}", "keep the queue's fields")
-                )
-            if not isinstance(record["text"], str) or not record["text"].strip():
-                raise DataError(located(path, number, "empty text", "give the utterance text"))
-            if not isinstance(record["reviewed"], bool):
-                raise DataError(
-                    located(path, number, "'reviewed' must be true or false", "write true or false")
-                )
-            out.append((number, record))
+    for number, record in iter_json_objects(path, fix="one queue item (a JSON object) per line"):
+        missing = [k for k in ("text", "label", "reviewed") if k not in record]
+        if missing:
+            raise DataError(located(path, number, f"missing {', '.join(missing)}", "keep the queue's fields"))
+        if not isinstance(record["text"], str) or not record["text"].strip():
+            raise DataError(located(path, number, "empty text", "give the utterance text"))
+        if not isinstance(record["reviewed"], bool):
+            raise DataError(located(path, number, "'reviewed' must be true or false", "write true or false"))
+        out.append((number, record))
     return out
 
 

@@ -37,7 +37,7 @@ import yaml
 from jinja2 import Environment, FileSystemLoader
 
 from rationalign import __version__
-from rationalign.errors import ConfigError, DataError, RationalignError, located
+from rationalign.errors import ConfigError, DataError, RationalignError
 from rationalign.report import figures
 from rationalign.report.registry import MANIFEST, RunRegistry, collect_metrics, read_manifest
 
@@ -118,28 +118,16 @@ def heat_row(source: str, words: Sequence[str], scores: Sequence[float]) -> Heat
 
 
 def read_jsonl(path: Path, limit: int = 100_000) -> list[dict[str, Any]]:
-    """Objects of a JSON-lines file; a bad line raises ``DataError`` naming file and line."""
+    """Objects of a JSON-lines file (at most ``limit``); a bad line raises ``DataError`` naming file and
+    line. Each object gets its line number as ``_line``."""
+    from rationalign.data.io import iter_json_objects
+
     records: list[dict[str, Any]] = []
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8").strip()
-            except UnicodeDecodeError:
-                raise DataError(located(path, number, "not UTF-8", "re-encode the file as UTF-8")) from None
-            if not line:
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(
-                    located(path, number, f"invalid JSON ({err.msg})", "one JSON object a line")
-                ) from None
-            if not isinstance(record, dict):
-                raise DataError(located(path, number, "not a JSON object", "write one JSON object a line"))
-            record["_line"] = number
-            records.append(record)
-            if len(records) >= limit:
-                break
+    for number, record in iter_json_objects(path, fix="write one JSON object a line"):
+        record["_line"] = number
+        records.append(record)
+        if len(records) >= limit:
+            break
     return records
 
 
