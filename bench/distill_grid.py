@@ -19,6 +19,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
+import pydantic
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -66,7 +67,13 @@ def finished_manifest(cfg: DistillRunConfig) -> dict | None:
         return None
     # the same experiment, wherever the checkout lives: a run made from a worktree records its own
     # absolute output_dir, which is this very folder
-    saved, wanted = yaml.safe_load(config_file.read_text(encoding="utf-8")), yaml.safe_load(dump_yaml(cfg))
+    # (the saved config is read through the schema, so a field added since, with its default, still matches)
+    try:
+        saved = DistillRunConfig.model_validate(yaml.safe_load(config_file.read_text(encoding="utf-8")))
+    except pydantic.ValidationError:
+        return None  # a config of a schema this checkout no longer reads: not the same experiment
+    saved = yaml.safe_load(dump_yaml(saved))
+    wanted = yaml.safe_load(dump_yaml(cfg))
     saved.pop("output_dir", None)
     wanted.pop("output_dir", None)
     if saved != wanted:

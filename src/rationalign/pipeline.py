@@ -25,7 +25,7 @@ from rationalign.data.types import IntentDataset
 from rationalign.errors import ConfigError
 from rationalign.files import atomic_write_text
 from rationalign.precision import Precision
-from rationalign.training.config import TrainConfig
+from rationalign.training.config import DEVICE_PATTERN, TrainConfig
 from rationalign.training.distill import DistillationObjective, DistillConfig
 from rationalign.training.run import (
     CONFIG_FILE,
@@ -36,7 +36,7 @@ from rationalign.training.run import (
     new_classifier,
     train_run,
 )
-from rationalign.training.trainer import Trainer
+from rationalign.training.trainer import Trainer, resolve_device
 
 console = Console(stderr=True)
 PriorMethod = Literal["cap", "lime", "ig", "gxi", "shap", "attention"]
@@ -89,6 +89,12 @@ class TeacherConfig(BaseModel):
         "float32",
         description="forward passes of a trained teacher (soft labels, CAP/LIME masks, IG/SHAP priors); "
         "bfloat16 is about 3x faster on CPUs with AVX512-BF16/AMX",
+    )
+    device: str = Field(
+        "auto",
+        pattern=DEVICE_PATTERN,
+        description="where a trained teacher runs its forward passes (soft labels, CAP/LIME masks, IG): "
+        "auto (cuda when available, else cpu), cpu or cuda[:i]",
     )
 
 
@@ -170,7 +176,8 @@ def _teacher(cfg: DistillRunConfig, bundle: DataBundle, run_dir: Path):
     if not (teacher_dir / MANIFEST).is_file():
         console.rule("[bold]teacher: training")
         train_run(RunConfig(data=cfg.data, train=cfg.teacher.train, output_dir=str(teacher_dir)), resume=True)
-    return ClassifierTeacher(teacher_dir / "model", precision=cfg.teacher.precision)
+    device = str(resolve_device(cfg.teacher.device))
+    return ClassifierTeacher(teacher_dir / "model", device=device, precision=cfg.teacher.precision)
 
 
 def _ensemble_teacher(cfg: EnsembleConfig, bundle: DataBundle):

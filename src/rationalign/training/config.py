@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rationalign.precision import Precision
 
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"  # where a model runs: auto = cuda when available
+
 
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -43,7 +45,7 @@ class TrainConfig(BaseModel):
     patience: int = Field(3, ge=1, description="epochs without validation improvement before stopping")
     checkpoint_every: int = Field(100, ge=1, description="optimizer steps between resumable checkpoints")
     seed: int = Field(0, description="seeds head init, dropout and data order (runs are reproducible)")
-    device: str = Field("auto", description="auto, cpu or cuda[:i]")
+    device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto, cpu or cuda[:i]")
     precision: Precision = Field(
         "float32",
         description="bfloat16: autocast matmuls in training and in the run's evaluation (weights stay float32); "

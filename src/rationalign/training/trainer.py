@@ -27,7 +27,7 @@ from rich.progress import (
 )
 
 from rationalign.data.types import IntentDataset
-from rationalign.errors import ModelError
+from rationalign.errors import ConfigError, ModelError
 from rationalign.models.classifier import IntentClassifier
 from rationalign.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from rationalign.training.config import TrainConfig
@@ -64,8 +64,11 @@ class TrainResult:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``: cuda when torch sees a GPU, else cpu. Asking for cuda where there is none is a config error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}, but torch sees no GPU; fix: device: auto or cpu")
     return torch.device(name)
 
 
