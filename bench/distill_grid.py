@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import statistics
 import sys
 from datetime import date
@@ -204,10 +205,12 @@ def main() -> None:
                 if manifest is None:
                     manifest = distill_run(cfg, progress=sys.stderr.isatty()).manifest
                 per_seed.append(headline(manifest))
+                # the command as a user types it in the repository root: the run folder relative to it
+                shown = [*sets[:-1], f"output_dir={out.relative_to(REPO_ROOT)}"]
                 commands.append(
                     ".venv/bin/rationalign distill --config "
-                    + config_path
-                    + "".join(f" --set '{s}'" for s in sets)
+                    + shlex.quote(config_path)
+                    + "".join(f" --set {shlex.quote(s)}" for s in shown)
                 )
                 print(variant, seed, per_seed[-1], flush=True)
             rows = []
