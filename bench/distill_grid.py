@@ -66,9 +66,9 @@ def finished_manifest(cfg: DistillRunConfig) -> dict | None:
     config_file, manifest_file = run_dir / CONFIG_FILE, run_dir / MANIFEST
     if not (config_file.is_file() and manifest_file.is_file()):
         return None
-    # the same experiment, wherever the checkout lives: a run made from a worktree records its own
-    # absolute output_dir, which is this very folder
-    # (the saved config is read through the schema, so a field added since, with its default, still matches)
+    # The same experiment, wherever the checkout lives: a run made from a worktree records its own absolute
+    # output_dir, which is this very folder. The saved config is read through the schema, so a field added
+    # since (with its default) still matches.
     try:
         saved = DistillRunConfig.model_validate(yaml.safe_load(config_file.read_text(encoding="utf-8")))
     except pydantic.ValidationError:
@@ -199,14 +199,15 @@ def main() -> None:
             commands = []
             for seed in args.seeds:
                 out = run_directory(dataset, setting, variant, seed)
-                sets = [*VARIANTS[variant], *args.sets, f"student.seed={seed}", f"output_dir={out}"]
+                overrides = [*VARIANTS[variant], *args.sets, f"student.seed={seed}"]
+                sets = [*overrides, f"output_dir={out}"]
                 cfg = build(DistillRunConfig, apply_overrides(base, sets), config_path)
                 manifest = finished_manifest(cfg) if args.reuse else None
                 if manifest is None:
                     manifest = distill_run(cfg, progress=sys.stderr.isatty()).manifest
                 per_seed.append(headline(manifest))
                 # the command as a user types it in the repository root: the run folder relative to it
-                shown = [*sets[:-1], f"output_dir={out.relative_to(REPO_ROOT)}"]
+                shown = [*overrides, f"output_dir={out.relative_to(REPO_ROOT)}"]
                 commands.append(
                     ".venv/bin/rationalign distill --config "
                     + shlex.quote(config_path)
