@@ -22,10 +22,11 @@ from rationalign import __version__
 from rationalign.config import dump_yaml
 from rationalign.data.io import DataBundle, DataConfig, load_data
 from rationalign.data.types import IntentDataset
+from rationalign.device import DEVICE_PATTERN, resolve_device
 from rationalign.errors import ConfigError
 from rationalign.files import atomic_write_text
 from rationalign.precision import Precision
-from rationalign.training.config import DEVICE_PATTERN, TrainConfig
+from rationalign.training.config import TrainConfig
 from rationalign.training.distill import DistillationObjective, DistillConfig
 from rationalign.training.run import (
     CONFIG_FILE,
@@ -36,7 +37,7 @@ from rationalign.training.run import (
     new_classifier,
     train_run,
 )
-from rationalign.training.trainer import Trainer, resolve_device
+from rationalign.training.trainer import Trainer
 
 console = Console(stderr=True)
 PriorMethod = Literal["cap", "lime", "ig", "gxi", "shap", "attention"]

@@ -266,7 +266,7 @@ def test_iter_json_objects_names_file_line_and_fix(tmp_path) -> None:
     path.write_bytes(b'\xef\xbb\xbf{"a": 1}\n\n{"b": 2}\r\n')
     assert list(iter_json_objects(path, fix="f")) == [(1, {"a": 1}), (3, {"b": 2})]
     for content, problem in [
-        (b'{"a": 1}\n[1, 2]\n', r"records.jsonl:2: line is not a JSON object; fix: rewrite it"),
+        (b'{"a": 1}\n[1, 2]\n', r"records.jsonl:2: line is a JSON array, not an object; fix: rewrite it"),
         (b'{"a": 1}\n{"b": \n', r"records.jsonl:2: malformed JSON \(.*\); fix: rewrite it"),
         (b'{"a": "\xff"}\n', r"records.jsonl:1: bytes are not UTF-8"),
         (b'{"a": "' + b"x" * 64 + b'"}\n', r"records.jsonl:1: line is at least 34 bytes"),

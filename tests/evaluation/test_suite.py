@@ -250,3 +250,19 @@ def test_worst_case_counts_a_source_only_when_every_variant_and_the_original_are
     assert out["clean_accuracy_same_sources"] == pytest.approx(2 / 3)
     assert out["drop"] == pytest.approx(1 / 3)
     assert out["attack_success_rate"] == pytest.approx(1 / 2)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b'{"text": "caf\xe9"}\n', r"priors.jsonl:1: bytes are not UTF-8"),
+        (b'{"text": "a", "method": "cap", "fingerprint": "f"}\n[1]\n', r"priors.jsonl:1: malformed prior"),
+        (b"\n[1]\n", r"priors.jsonl:2: line is a JSON array, not an object; fix: re-export the prior store"),
+        (b'{"text": \n', r"priors.jsonl:1: malformed JSON .*; fix: re-export the prior store"),
+    ],
+)
+def test_a_bad_prior_file_is_a_located_error(tmp_path, content: bytes, problem: str) -> None:
+    path = tmp_path / "priors.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=problem):
+        load_teacher_priors(path)

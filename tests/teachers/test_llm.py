@@ -199,6 +199,7 @@ def test_llm_specs(tiny_llm_dir, small_space):
         (f"llm:{tiny_llm_dir}?temperature=0", "unknown option 'temperature'"),
         (f"llm:{tiny_llm_dir}?mode=logits", "mode='logits' is not codes | label_text"),
         (f"llm:{tiny_llm_dir}?cache=maybe", "cache='maybe' is not true or false"),
+        (f"llm:{tiny_llm_dir}?device=gpu", "option device: device 'gpu' is not a device name"),
         ("gpt:foo", "expected <kind>:<target>"),
         ("smollm2-135m", "expected <kind>:<target>"),
     ]
@@ -208,6 +209,17 @@ def test_llm_specs(tiny_llm_dir, small_space):
         assert "; fix: " in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(TeacherSpecError, match="needs the label space"):
         load_teacher(f"llm:{tiny_llm_dir}")
+
+
+def test_spec_devices_are_resolved(tiny_llm_dir, small_space, monkeypatch):
+    """``auto`` reaches the teacher as a device torch knows; cuda without a GPU is a spec error."""
+    teacher = load_teacher(f"llm:{tiny_llm_dir}?device=auto", small_space)
+    assert teacher.device == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(
+        TeacherSpecError, match=r"option device: device 'cuda:1', but torch sees no GPU; fix: "
+    ):
+        load_teacher(f"llm:{tiny_llm_dir}?device=cuda:1", small_space)
 
 
 @pytest.mark.slow

@@ -9,7 +9,6 @@ record starts; a quoted field may span lines).
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -40,8 +39,10 @@ _SUFFIX_FIX = "use .jsonl / .json (JSON lines), .csv or .tsv"
 # ----------------------------------------------------------------------------------------- one file
 
 
-def _iter_lines(path: Path, max_line_bytes: int) -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, text)`` without line terminators; refuses over-long and non-UTF-8 lines."""
+def _iter_lines(path: Path, max_line_bytes: int, *, shown: Path | None = None) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` without line terminators; refuses over-long and non-UTF-8 lines.
+    Errors name ``shown`` (default ``path``)."""
+    shown = shown or path
     with path.open("rb") as handle:
         number = 0
         while True:
@@ -55,30 +56,28 @@ def _iter_lines(path: Path, max_line_bytes: int) -> Iterator[tuple[int, str]]:
             if number == 1 and content.startswith(validate.UTF8_BOM):
                 content = content[len(validate.UTF8_BOM) :]
             validate.check_line_length(
-                content, path=path, line=number, max_line_bytes=max_line_bytes, cut=cut
+                content, path=shown, line=number, max_line_bytes=max_line_bytes, cut=cut
             )
-            yield number, validate.decode_line(content, path=path, line=number)
+            yield number, validate.decode_line(content, path=shown, line=number)
 
 
 def iter_json_objects(
-    path: str | Path, *, fix: str, max_line_bytes: int = 10 * DEFAULT_MAX_LINE_BYTES
+    path: str | Path,
+    *,
+    fix: str | None = None,
+    max_line_bytes: int = 10 * DEFAULT_MAX_LINE_BYTES,
+    origin: str | Path | None = None,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` of every non-blank line of a JSON-lines file the toolkit wrote (an attack
-    set, a divergence queue, attributions). A line that is not UTF-8, too long, not JSON or not an object
-    raises ``DataError`` naming the file and line, with ``fix`` as the advice."""
+    set, a divergence queue, attributions, an export of priors). A line that is not UTF-8, too long, not
+    JSON or not an object raises ``DataError`` naming the file and line, with ``fix`` as the advice
+    (default: the advice for labelled-data files).
+    ``origin`` is the file errors name when ``path`` is a temporary copy of it (an export of a store)."""
     path = Path(path)
-    for number, text in _iter_lines(path, max_line_bytes):
-        if not text.strip():
-            continue
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataError(
-                located(path, number, f"malformed JSON ({err.msg} at column {err.colno})", fix)
-            ) from None
-        if not isinstance(value, dict):
-            raise DataError(located(path, number, "line is not a JSON object", fix))
-        yield number, value
+    shown = Path(origin) if origin is not None else path
+    for number, text in _iter_lines(path, max_line_bytes, shown=shown):
+        if text.strip():
+            yield number, validate.parse_json_line(text, path=shown, line=number, fix=fix)
 
 
 def _read_jsonl(
@@ -89,7 +88,7 @@ def _read_jsonl(
     n_lines = 0
     for n_lines, text in _iter_lines(path, max_line_bytes):
         if not text.strip():
-            continue
+            continue  # blank lines still count in n_lines ("no examples in N lines")
         record = validate.parse_json_line(text, path=path, line=n_lines)
         example = validate.record_to_example(
             record, path=path, line=n_lines, text_field=text_field, label_field=label_field

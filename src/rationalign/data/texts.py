@@ -5,8 +5,13 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from rationalign.data import validate
-from rationalign.data.io import CSV_DELIMITERS, DEFAULT_MAX_LINE_BYTES, JSONL_SUFFIXES, _iter_lines
+from rationalign.data.io import (
+    CSV_DELIMITERS,
+    DEFAULT_MAX_LINE_BYTES,
+    JSONL_SUFFIXES,
+    _iter_lines,
+    iter_json_objects,
+)
 from rationalign.errors import DataError, located
 
 
@@ -19,10 +24,7 @@ def load_texts(
     suffix = path.suffix.lower()
     texts: list[str] = []
     if suffix in JSONL_SUFFIXES:
-        for number, line in _iter_lines(path, max_line_bytes):
-            if not line.strip():
-                continue
-            record = validate.parse_json_line(line, path=path, line=number)
+        for number, record in iter_json_objects(path, max_line_bytes=max_line_bytes):
             value = record.get(text_field)
             if not isinstance(value, str) or not value.strip():
                 raise DataError(

@@ -93,28 +93,34 @@ def decode_line(content: bytes, *, path: object, line: int) -> str:
         ) from None
 
 
-def parse_json_line(text: str, *, path: object, line: int) -> dict[str, Any]:
-    """Parse one JSON-lines record; it must be a JSON object."""
+def parse_json_line(text: str, *, path: object, line: int, fix: str | None = None) -> dict[str, Any]:
+    """Parse one JSON-lines record; it must be a JSON object. ``fix`` replaces the advice written for
+    labelled-data files (files the toolkit wrote itself want "regenerate it", not a JSON-lines lesson)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
         stripped = text.strip()
-        if (line == 1 and stripped in ("[", "{")) or stripped.startswith("[{"):
-            fix = (
+        if fix is not None:
+            advice = fix
+        elif (line == 1 and stripped in ("[", "{")) or stripped.startswith("[{"):
+            advice = (
                 "write JSON lines, one complete object per line, not a JSON array or pretty-printed JSON "
                 f"(e.g. {_jq_hint(path)})"
             )
         else:
-            fix = 'make the line one complete JSON object, e.g. {"text": "...", "label": "..."}'
+            advice = 'make the line one complete JSON object, e.g. {"text": "...", "label": "..."}'
         raise DataError(
-            located(path, line, f"malformed JSON ({err.msg} at column {err.colno})", fix)
+            located(path, line, f"malformed JSON ({err.msg} at column {err.colno})", advice)
         ) from None
     if not isinstance(value, dict):
         kind = _json_kind(value)
-        fix = 'make each line one JSON object, e.g. {"text": "...", "label": "..."}'
-        if isinstance(value, list):
-            fix += f" (a JSON array file: {_jq_hint(path)})"
-        raise DataError(located(path, line, f"line is a JSON {kind}, not an object", fix))
+        if fix is not None:
+            advice = fix
+        else:
+            advice = 'make each line one JSON object, e.g. {"text": "...", "label": "..."}'
+            if isinstance(value, list):
+                advice += f" (a JSON array file: {_jq_hint(path)})"
+        raise DataError(located(path, line, f"line is a JSON {kind}, not an object", advice))
     return value
 
 

@@ -40,7 +40,15 @@ import torch
 from scipy.special import softmax
 
 from rationalign import __version__
-from rationalign.data.io import DataBundle, DataConfig, load_data, load_dataset, resolve_data, split_files
+from rationalign.data.io import (
+    DataBundle,
+    DataConfig,
+    iter_json_objects,
+    load_data,
+    load_dataset,
+    resolve_data,
+    split_files,
+)
 from rationalign.data.types import IntentDataset, LabelSpace
 from rationalign.errors import ConfigError, DataError, ModelError, located
 from rationalign.evaluation.adversarial import AttackSet
@@ -195,23 +203,18 @@ def _priors_from_jsonl(
 
     priors: dict[tuple[str, int], Any] = {}
     sources: set[tuple[str, str, str]] = set()
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
+    fix = "re-export the prior store"
+    for number, r in iter_json_objects(path, fix=fix, origin=origin):
+        try:
+            if (method and r["method"] != method) or (fingerprint and r["fingerprint"] != fingerprint):
                 continue
-            try:
-                r = json.loads(line)
-                if (method and r["method"] != method) or (fingerprint and r["fingerprint"] != fingerprint):
-                    continue
-                attribution = WordAttribution(
-                    r["words"], np.asarray(r["scores"]), r["method"], int(r["target"]), r.get("meta") or {}
-                )
-            except (ValueError, KeyError, TypeError) as err:
-                raise DataError(
-                    located(origin or path, number, f"malformed prior ({err})", "re-export the prior store")
-                ) from None
-            sources.add((r["fingerprint"], r["method"], json.dumps(r.get("params"), sort_keys=True)))
-            priors[(r["text"], attribution.target)] = attribution
+            attribution = WordAttribution(
+                r["words"], np.asarray(r["scores"]), r["method"], int(r["target"]), r.get("meta") or {}
+            )
+        except (ValueError, KeyError, TypeError) as err:
+            raise DataError(located(origin or path, number, f"malformed prior ({err})", fix)) from None
+        sources.add((r["fingerprint"], r["method"], json.dumps(r.get("params"), sort_keys=True)))
+        priors[(r["text"], attribution.target)] = attribution
     if len(sources) > 1:
         methods = sorted({m for _, m, _ in sources})
         raise DataError(

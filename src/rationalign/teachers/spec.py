@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from rationalign.data.types import IntentDataset, LabelSpace
+from rationalign.errors import ConfigError
 from rationalign.precision import PRECISIONS
 from rationalign.teachers.base import Teacher
 from rationalign.teachers.errors import TeacherSpecError
@@ -64,6 +65,25 @@ def _as_choice(*choices: str) -> Callable[[str], str]:
     return convert
 
 
+def _as_device(v: str) -> str:
+    """``auto`` becomes cuda or cpu here, so an LLM or a model teacher gets a device torch knows."""
+    from rationalign.device import resolve_device
+
+    try:
+        return str(resolve_device(v))
+    except ConfigError as err:
+        problem, _, fix = str(err).partition("; fix: ")
+        raise _OptionError(problem, fix) from None
+
+
+class _OptionError(ValueError):
+    """A converter's own ``problem`` and ``fix`` (instead of "option k=v is not <type>")."""
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(problem)
+        self.problem, self.fix = problem, fix
+
+
 _COMMON: dict[str, tuple[str, Callable[[str], Any]]] = {
     "shots": ("shots", _as_int),
     "budget": ("example_budget", _as_int),
@@ -75,14 +95,14 @@ _COMMON: dict[str, tuple[str, Callable[[str], Any]]] = {
 LLM_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     **_COMMON,
     "mode": ("mode", _as_choice("codes", "label_text")),
-    "device": ("device", str),
+    "device": ("device", _as_device),
     "normalise": ("length_normalise", _as_bool),
     "cache": ("use_prefix_cache", _as_bool),
 }
 MODEL_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "precision": ("precision", _as_choice(*PRECISIONS)),
     "batch_size": ("batch_size", _as_int),
-    "device": ("device", str),
+    "device": ("device", _as_device),
 }
 HTTP_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     **_COMMON,
@@ -120,6 +140,8 @@ def _options(
         name, convert = table[key]
         try:
             kwargs[name] = convert(value)
+        except _OptionError as err:
+            raise _fail(spec, f"option {key}: {err.problem}", err.fix) from None
         except ValueError:
             expected = _TYPE_NAMES.get(convert, getattr(convert, "__name__", "valid"))
             raise _fail(

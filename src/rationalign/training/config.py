@@ -6,9 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rationalign.device import DEVICE_PATTERN
 from rationalign.precision import Precision
-
-DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"  # where a model runs: auto = cuda when available
 
 
 class TrainConfig(BaseModel):

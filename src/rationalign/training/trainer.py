@@ -27,7 +27,8 @@ from rich.progress import (
 )
 
 from rationalign.data.types import IntentDataset
-from rationalign.errors import ConfigError, ModelError
+from rationalign.device import resolve_device
+from rationalign.errors import ModelError
 from rationalign.models.classifier import IntentClassifier
 from rationalign.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from rationalign.training.config import TrainConfig
@@ -61,15 +62,6 @@ class TrainResult:
     train_examples_per_second: float
     history: list[EpochLog]
     trained_now: bool = True  # False: a finished run was resumed and nothing was trained
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto``: cuda when torch sees a GPU, else cpu. Asking for cuda where there is none is a config error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r}, but torch sees no GPU; fix: device: auto or cpu")
-    return torch.device(name)
 
 
 def linear_warmup_decay(warmup: int, total: int) -> Callable[[int], float]:
