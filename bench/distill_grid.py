@@ -160,9 +160,111 @@ def markdown() -> None:
         print()
 
 
+# The issue's results table in one view: clean test accuracy per (dataset, setting) for every variant.
+OVERVIEW_SETTINGS = [
+    ("banking77", "10-shot"),
+    ("hwu64", "10-shot"),
+    ("clinc150", "10-shot"),
+    ("banking77", "5-shot"),
+    ("hwu64", "5-shot"),
+    ("clinc150", "5-shot"),
+    ("banking77", "full"),
+    ("hwu64", "full"),
+]
+RECIPE_TAG = "lambda 0.3, patience 15"  # the override validation chose on HWU64 10-shot
+# Published, never measured here: CPFT (Zhang et al., 2021), as quoted in ../shared/design/method.md.
+CPFT = {
+    ("banking77", "10-shot"): 87.2,
+    ("hwu64", "10-shot"): 87.1,
+    ("clinc150", "10-shot"): 94.2,
+    ("banking77", "5-shot"): 80.9,
+    ("hwu64", "5-shot"): 82.0,
+    ("clinc150", "5-shot"): 92.3,
+}
+BASELINES = {
+    "tfidf+lr": "TF-IDF + LR (cheap baseline)",
+    "minilm-frozen+lr": "frozen MiniLM + LR (cheap baseline)",
+}
+
+
+def overview() -> None:
+    """One table: rows are the cheap baselines, the teacher, every variant and the recipe; columns are the
+    (dataset, setting) pairs of the issue. A cell nobody has run says so."""
+    cells = {
+        (r.dataset, r.setting, r.method, r.metric): r
+        for r in map(lambda d: Row(**d), read_results("distill"))
+    }
+    base = {
+        (r.dataset, r.setting, r.method): r
+        for r in map(lambda d: Row(**d), read_results("baselines"))
+        if r.metric == "accuracy"
+    }
+    header = [f"{d} {s}" for d, s in OVERVIEW_SETTINGS]
+    print("| clean test accuracy | " + " | ".join(header) + " |")
+    print("|---|" + "---:|" * len(header))
+
+    def line(name: str, lookup) -> None:
+        values = []
+        for key in OVERVIEW_SETTINGS:
+            row = lookup(key)
+            values.append("not run" if row is None else format_cell(row.value, row.std, row.n_seeds, 2))
+            if row is not None and row.n_seeds == 1:
+                values[-1] += " (1 seed)"
+        print(f"| {name} | " + " | ".join(values) + " |")
+
+    for method, name in BASELINES.items():
+        line(f"*{name}*", lambda key, m=method: base.get((*key, m)))
+    # The teacher of a distill config (its manifest), else the one-seed MPNet run of bench/student_ce.py
+    # that config names as its teacher (the full-data teachers were trained that way).
+    ce = {
+        (r.dataset, r.setting): r
+        for r in map(lambda d: Row(**d), read_results("student_ce"))
+        if r.method == "mpnet-base CE (bfloat16)" and r.metric == "accuracy" and r.n_seeds == 1
+    }
+    line(
+        "*teacher (MPNet-base CE)*",
+        lambda key: cells.get((*key, "teacher", "clean_accuracy")) or ce.get(key),
+    )
+    for variant in VARIANTS:
+        if "align_fraction" in variant:
+            continue
+        line(variant, lambda key, v=variant: cells.get((*key, v, "clean_accuracy")))
+    line(
+        f"+ CAP-Hybrid (mean), {RECIPE_TAG}",
+        lambda key: cells.get((key[0], f"{key[1]}, {RECIPE_TAG}", "+ CAP-Hybrid (mean)", "clean_accuracy")),
+    )
+    published = [f"*{CPFT[key]}*" if key in CPFT else "-" for key in OVERVIEW_SETTINGS]
+    print("| *CPFT (published)* | " + " | ".join(published) + " |")
+
+
+def teacher_row(cfg: DistillRunConfig, dataset: str, setting: str, command: str, machine: str) -> Row | None:
+    """The trained teacher's test accuracy (its own run manifest), so tables can show the bound."""
+    if cfg.teacher.train is None or not cfg.teacher.dir:
+        return None
+    path = Path(cfg.teacher.dir) / MANIFEST
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    if not path.is_file():
+        return None
+    accuracy = json.loads(path.read_text(encoding="utf-8"))["metrics"]["test_accuracy"]
+    return Row(
+        dataset,
+        setting,
+        "teacher",
+        "clean_accuracy",
+        round(100 * accuracy, 3),
+        0.0,
+        1,
+        command,
+        date.today().isoformat(),
+        machine,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", action="store_true", help="print BENCHMARKS.md's tables and exit")
+    parser.add_argument("--overview", action="store_true", help="print the one-table overview and exit")
     parser.add_argument("--configs", nargs="+")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -174,6 +276,11 @@ def main() -> None:
     )
     parser.add_argument("--set", dest="sets", nargs="*", default=[], help="extra overrides for every run")
     parser.add_argument(
+        "--rows-only",
+        action="store_true",
+        help="with --reuse: never train; a (variant, seed) without a finished run is skipped with a note",
+    )
+    parser.add_argument(
         "--tag",
         help="names the --set overrides in the table's setting and the run folders (e.g. 'patience 15'), "
         "so a schedule study never overwrites the committed config's runs",
@@ -181,6 +288,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.markdown:
         markdown()
+        return
+    if args.overview:
+        overview()
         return
     if not args.configs:
         parser.error("--configs is required (or --markdown)")
@@ -202,7 +312,10 @@ def main() -> None:
                 overrides = [*VARIANTS[variant], *args.sets, f"student.seed={seed}"]
                 sets = [*overrides, f"output_dir={out}"]
                 cfg = build(DistillRunConfig, apply_overrides(base, sets), config_path)
-                manifest = finished_manifest(cfg) if args.reuse else None
+                manifest = finished_manifest(cfg) if args.reuse or args.rows_only else None
+                if manifest is None and args.rows_only:
+                    print(f"{variant} {seed}: no finished run in {out}; skipped (--rows-only)", flush=True)
+                    continue
                 if manifest is None:
                     manifest = distill_run(cfg, progress=sys.stderr.isatty()).manifest
                 per_seed.append(headline(manifest))
@@ -214,6 +327,8 @@ def main() -> None:
                     + "".join(f" --set {shlex.quote(s)}" for s in shown)
                 )
                 print(variant, seed, per_seed[-1], flush=True)
+            if not per_seed:
+                continue
             rows = []
             for metric in per_seed[0]:
                 values = [r[metric] for r in per_seed if metric in r]
@@ -233,6 +348,10 @@ def main() -> None:
                     )
                 )
             write_results("distill", rows)
+        command = ".venv/bin/rationalign distill --config " + shlex.quote(config_path)
+        teacher = teacher_row(cfg, dataset, setting, command, machine)
+        if teacher is not None:
+            write_results("distill", [teacher])
 
 
 if __name__ == "__main__":
