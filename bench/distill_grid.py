@@ -128,9 +128,13 @@ COLUMNS = [
 ]
 
 
+def _rows(name: str) -> list[Row]:
+    return [Row(**r) for r in read_results(name)]
+
+
 def markdown() -> None:
     """BENCHMARKS.md's tables: one per (dataset, setting), variants in VARIANTS order."""
-    rows = [Row(**r) for r in read_results("distill")]
+    rows = _rows("distill")
     cells = {(r.dataset, r.setting, r.method, r.metric): r for r in rows}
     for dataset, setting in dict.fromkeys((r.dataset, r.setting) for r in rows):
         variants = [v for v in VARIANTS if (dataset, setting, v, "clean_accuracy") in cells]
@@ -190,15 +194,8 @@ BASELINES = {
 def overview() -> None:
     """One table: rows are the cheap baselines, the teacher, every variant and the recipe; columns are the
     (dataset, setting) pairs of the issue. A cell nobody has run says so."""
-    cells = {
-        (r.dataset, r.setting, r.method, r.metric): r
-        for r in map(lambda d: Row(**d), read_results("distill"))
-    }
-    base = {
-        (r.dataset, r.setting, r.method): r
-        for r in map(lambda d: Row(**d), read_results("baselines"))
-        if r.metric == "accuracy"
-    }
+    cells = {(r.dataset, r.setting, r.method, r.metric): r for r in _rows("distill")}
+    base = {(r.dataset, r.setting, r.method): r for r in _rows("baselines") if r.metric == "accuracy"}
     header = [f"{d} {s}" for d, s in OVERVIEW_SETTINGS]
     print("| clean test accuracy | " + " | ".join(header) + " |")
     print("|---|" + "---:|" * len(header))
@@ -218,7 +215,7 @@ def overview() -> None:
     # that config names as its teacher (the full-data teachers were trained that way).
     ce = {
         (r.dataset, r.setting): r
-        for r in map(lambda d: Row(**d), read_results("student_ce"))
+        for r in _rows("student_ce")
         if r.method == "mpnet-base CE (bfloat16)" and r.metric == "accuracy" and r.n_seeds == 1
     }
     line(

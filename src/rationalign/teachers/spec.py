@@ -66,22 +66,11 @@ def _as_choice(*choices: str) -> Callable[[str], str]:
 
 
 def _as_device(v: str) -> str:
-    """``auto`` becomes cuda or cpu here, so an LLM or a model teacher gets a device torch knows."""
+    """``auto`` becomes cuda or cpu here, so an LLM or a model teacher gets a device torch knows. A bad
+    name raises the resolver's own ``ConfigError`` (``problem; fix: ...``), which ``_options`` prefixes."""
     from rationalign.device import resolve_device
 
-    try:
-        return str(resolve_device(v))
-    except ConfigError as err:
-        problem, _, fix = str(err).partition("; fix: ")
-        raise _OptionError(problem, fix) from None
-
-
-class _OptionError(ValueError):
-    """A converter's own ``problem`` and ``fix`` (instead of "option k=v is not <type>")."""
-
-    def __init__(self, problem: str, fix: str):
-        super().__init__(problem)
-        self.problem, self.fix = problem, fix
+    return str(resolve_device(v))
 
 
 _COMMON: dict[str, tuple[str, Callable[[str], Any]]] = {
@@ -140,8 +129,8 @@ def _options(
         name, convert = table[key]
         try:
             kwargs[name] = convert(value)
-        except _OptionError as err:
-            raise _fail(spec, f"option {key}: {err.problem}", err.fix) from None
+        except ConfigError as err:  # a converter's own "problem; fix: ..." (the device resolver's)
+            raise TeacherSpecError(f"teacher spec {spec!r}: option {key}: {err}") from None
         except ValueError:
             expected = _TYPE_NAMES.get(convert, getattr(convert, "__name__", "valid"))
             raise _fail(
