@@ -8,7 +8,15 @@ of each batch's rows (``distill.align_fraction``); + IG-k alignment.
 
 ``--precisions float32 bfloat16`` repeats every variant under bfloat16 autocast (``train.precision``).
 
+``--epochs R`` times whole epochs instead (the issue's budget is per epoch): every utterance of ``train_10``
+once, in one shuffled order, each step as the trainer takes it (tokenise, loss, backward, clip, AdamW), a
+fresh student per (round, variant), the variants' order rotated each round so drift on a shared machine
+falls on all of them; mean and std over the R rounds. IG variants are left out of epoch mode (one IG-8
+epoch is about 15 CE epochs). ``--profile`` then prints the operators that take a CE and an aligned epoch's
+time (torch.profiler, one more epoch each, untimed).
+
     .venv/bin/python bench/align_cost.py --precisions float32 bfloat16
+    .venv/bin/python bench/align_cost.py --precisions bfloat16 float32 --epochs 3 --profile
 """
 
 from __future__ import annotations
@@ -48,11 +56,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precisions", nargs="+", default=["float32"], choices=PRECISIONS)
+    parser.add_argument("--epochs", type=int, default=0, help="time R rounds of whole epochs (0: steps)")
+    parser.add_argument(
+        "--profile", action="store_true", help="with --epochs: print where an epoch's time goes"
+    )
     args = parser.parse_args()
     machine, today, cmd = machine_info(), date.today().isoformat(), command_line()
     rows: list[Row] = []
     for precision in args.precisions:
-        rows.extend(measure(args, precision, machine, today, cmd))
+        measured = measure_epochs if args.epochs else measure
+        rows.extend(measured(args, precision, machine, today, cmd))
     write_results("align_cost", rows)
 
 
@@ -140,6 +153,90 @@ def measure(args: argparse.Namespace, precision: str, machine: str, today: str, 
                 machine,
             )
         )
+    return rows
+
+
+def measure_epochs(args: argparse.Namespace, precision: str, machine: str, today: str, cmd: str) -> list[Row]:
+    torch.set_num_threads(args.threads)
+    texts, names = load_jsonl(datasets_root() / "banking77" / "train_10.jsonl")
+    space = LabelSpace.from_labels(names)
+    labels = torch.tensor(space.ids(names))
+    rng = np.random.default_rng(0)
+    soft = rng.dirichlet(np.ones(len(space)), size=len(texts))
+    priors = [rng.random(len(split_words(t))) + 0.1 for t in texts]
+    order = rng.permutation(len(texts))
+    batches = [order[i : i + 16] for i in range(0, len(texts), 16)]
+    variants = {name: v for name, v in VARIANTS.items() if v is None or v.get("attribution") != "ig"}
+
+    def one_epoch(name: str, steps: list[np.ndarray]) -> float:
+        """Seconds for ``steps`` trainer steps of a fresh student (model loading is not timed)."""
+        torch.manual_seed(0)
+        clf = IntentClassifier.from_base("minilm-l6", space)
+        clf.precision = precision
+        clf.model.train()
+        opt = torch.optim.AdamW(clf.model.parameters(), lr=1e-5, fused=True)
+        overrides = variants[name]
+        objective = DistillationObjective(
+            DistillConfig(**({"alpha": 0.0, "lam": 0.0} if overrides is None else overrides)),
+            soft_labels=soft,
+            priors=priors,
+        )
+        start = time.perf_counter()
+        for idx in steps:
+            batch_texts = [texts[i] for i in idx]
+            enc = clf.encode(batch_texts)
+            batch = Batch(
+                enc["input_ids"], enc["attention_mask"], labels[idx], torch.as_tensor(idx), batch_texts
+            )
+            with clf.autocast():  # as the trainer does: forward and loss under autocast
+                loss = objective(clf, batch).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(clf.model.parameters(), 1.0)
+            opt.step()
+        return time.perf_counter() - start
+
+    names_in_order = list(variants)
+    for name in names_in_order:  # warm-up: allocator, kernels and each variant's shapes, untimed
+        one_epoch(name, batches[:4])
+    seconds: dict[str, list[float]] = {name: [] for name in names_in_order}
+    for round_ in range(args.epochs):
+        shift = round_ % len(names_in_order)
+        for name in names_in_order[shift:] + names_in_order[:shift]:
+            seconds[name].append(one_epoch(name, batches))
+            print(f"{precision} round {round_ + 1} {name}: {seconds[name][-1]:.1f} s/epoch", flush=True)
+    if args.profile:  # where an epoch's time goes, after the timed rounds (the profiler slows what it sees)
+        for name in ("CE", "+ gxi alignment (all rows)"):
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                one_epoch(name, batches)
+            print(f"{precision} {name}, one epoch, by operator:")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    setting = (
+        f"banking77 train_10, one epoch ({len(batches)} steps of 16), MiniLM-L6, {args.threads} threads, "
+        f"{args.epochs} rounds"
+    )
+    if precision != "float32":
+        setting += f", {precision}"
+    ce = statistics.mean(seconds["CE"])
+    rows = []
+    for name, values in seconds.items():
+        mean, std = statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+        print(f"{precision} {name}: {mean:.1f} ± {std:.1f} s/epoch ({mean / ce:.2f}x CE)", flush=True)
+        for metric, value, spread in (("s_per_epoch", mean, std), ("x_ce_epoch", mean / ce, std / ce)):
+            rows.append(
+                Row(
+                    "banking77",
+                    setting,
+                    name,
+                    metric,
+                    round(value, 3),
+                    round(spread, 3),
+                    len(values),
+                    cmd,
+                    today,
+                    machine,
+                )
+            )
     return rows
 
 
