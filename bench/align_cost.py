@@ -27,6 +27,7 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -69,37 +70,91 @@ def main() -> None:
     write_results("align_cost", rows)
 
 
-def measure(args: argparse.Namespace, precision: str, machine: str, today: str, cmd: str) -> list[Row]:
-    torch.set_num_threads(args.threads)
+class Workload(NamedTuple):
+    """Banking77 ``train_10`` with random soft labels and priors, and the generator that drew them."""
+
+    texts: list[str]
+    space: LabelSpace
+    labels: torch.Tensor
+    soft: np.ndarray
+    priors: list[np.ndarray]
+    rng: np.random.Generator
+
+
+def workload() -> Workload:
     texts, names = load_jsonl(datasets_root() / "banking77" / "train_10.jsonl")
     space = LabelSpace.from_labels(names)
-    labels = space.ids(names)
     rng = np.random.default_rng(0)
     soft = rng.dirichlet(np.ones(len(space)), size=len(texts))
     priors = [rng.random(len(split_words(t))) + 0.1 for t in texts]
-    batches = [rng.choice(len(texts), 16, replace=False) for _ in range(args.steps + 2)]
+    return Workload(texts, space, torch.tensor(space.ids(names)), soft, priors, rng)
+
+
+def fresh_student(space: LabelSpace, precision: str) -> tuple[IntentClassifier, torch.optim.Optimizer]:
+    """The same initial student for every variant, in train mode, with the trainer's optimizer."""
+    torch.manual_seed(0)
+    clf = IntentClassifier.from_base("minilm-l6", space)
+    clf.precision = precision
+    clf.model.train()
+    return clf, torch.optim.AdamW(clf.model.parameters(), lr=1e-5, fused=True)
+
+
+def make_batch(clf: IntentClassifier, work: Workload, idx: np.ndarray) -> Batch:
+    batch_texts = [work.texts[i] for i in idx]
+    enc = clf.encode(batch_texts)
+    return Batch(enc["input_ids"], enc["attention_mask"], work.labels[idx], torch.as_tensor(idx), batch_texts)
+
+
+def result_rows(
+    setting: str,
+    values: dict[str, list[float]],
+    metrics: tuple[str, str],
+    scale: float,
+    digits: int,
+    provenance: tuple[str, str, str],
+) -> list[Row]:
+    """Two rows per variant: the mean of ``values`` times ``scale`` (rounded to ``digits``), and its ratio
+    to CE's mean (3 digits); the std over the values beside each, and their count as ``n_seeds``."""
+    ce = statistics.mean(values["CE"])
+    rows = []
+    for name, measured in values.items():
+        mean = statistics.mean(measured)
+        std = statistics.stdev(measured) if len(measured) > 1 else 0.0
+        for metric, value, spread in (
+            (metrics[0], mean * scale, std * scale),
+            (metrics[1], mean / ce, std / ce),
+        ):
+            rows.append(
+                Row(
+                    "banking77",
+                    setting,
+                    name,
+                    metric,
+                    round(value, digits if metric == metrics[0] else 3),
+                    round(spread, 3),
+                    len(measured),
+                    *provenance,
+                )
+            )
+    return rows
+
+
+def measure(args: argparse.Namespace, precision: str, machine: str, today: str, cmd: str) -> list[Row]:
+    torch.set_num_threads(args.threads)
+    work = workload()
+    batches = [work.rng.choice(len(work.texts), 16, replace=False) for _ in range(args.steps + 2)]
     timings: dict[str, float] = {}
     # The first variant measured would also pay for warming up allocator and kernels: run CE once untimed.
     for name, overrides in [("warm-up", None), *VARIANTS.items()]:
-        torch.manual_seed(0)
-        clf = IntentClassifier.from_base("minilm-l6", space)
-        clf.precision = precision
-        clf.model.train()
-        opt = torch.optim.AdamW(clf.model.parameters(), lr=1e-5, fused=True)
+        clf, opt = fresh_student(work.space, precision)
         objective = None
         if overrides is not None:
-            objective = DistillationObjective(DistillConfig(**overrides), soft_labels=soft, priors=priors)
+            objective = DistillationObjective(
+                DistillConfig(**overrides), soft_labels=work.soft, priors=work.priors
+            )
         per_step = []
         for step, idx in enumerate(batches):
-            batch_texts = [texts[i] for i in idx]
-            enc = clf.encode(batch_texts)
-            batch = Batch(
-                enc["input_ids"],
-                enc["attention_mask"],
-                torch.tensor([labels[i] for i in idx]),
-                torch.as_tensor(idx),
-                batch_texts,
-            )
+            batch = make_batch(clf, work, idx)
             start = time.perf_counter()
             with clf.autocast():  # as the trainer does
                 if objective is None:
@@ -123,71 +178,29 @@ def measure(args: argparse.Namespace, precision: str, machine: str, today: str, 
     setting = f"banking77 train_10, batch 16, MiniLM-L6, {args.threads} threads, median of {args.steps} steps"
     if precision != "float32":
         setting += f", {precision}"
-    rows = []
-    for name, seconds in timings.items():
-        rows.append(
-            Row(
-                "banking77",
-                setting,
-                name,
-                "ms_per_step",
-                round(1000 * seconds, 1),
-                0.0,
-                1,
-                cmd,
-                today,
-                machine,
-            )
-        )
-        rows.append(
-            Row(
-                "banking77",
-                setting,
-                name,
-                "x_ce_step",
-                round(seconds / timings["CE"], 3),
-                0.0,
-                1,
-                cmd,
-                today,
-                machine,
-            )
-        )
-    return rows
+    medians = {name: [seconds] for name, seconds in timings.items()}
+    return result_rows(setting, medians, ("ms_per_step", "x_ce_step"), 1000, 1, (cmd, today, machine))
 
 
 def measure_epochs(args: argparse.Namespace, precision: str, machine: str, today: str, cmd: str) -> list[Row]:
     torch.set_num_threads(args.threads)
-    texts, names = load_jsonl(datasets_root() / "banking77" / "train_10.jsonl")
-    space = LabelSpace.from_labels(names)
-    labels = torch.tensor(space.ids(names))
-    rng = np.random.default_rng(0)
-    soft = rng.dirichlet(np.ones(len(space)), size=len(texts))
-    priors = [rng.random(len(split_words(t))) + 0.1 for t in texts]
-    order = rng.permutation(len(texts))
-    batches = [order[i : i + 16] for i in range(0, len(texts), 16)]
+    work = workload()
+    order = work.rng.permutation(len(work.texts))
+    batches = [order[i : i + 16] for i in range(0, len(work.texts), 16)]
     variants = {name: v for name, v in VARIANTS.items() if v is None or v.get("attribution") != "ig"}
 
     def one_epoch(name: str, steps: list[np.ndarray]) -> float:
         """Seconds for ``steps`` trainer steps of a fresh student (model loading is not timed)."""
-        torch.manual_seed(0)
-        clf = IntentClassifier.from_base("minilm-l6", space)
-        clf.precision = precision
-        clf.model.train()
-        opt = torch.optim.AdamW(clf.model.parameters(), lr=1e-5, fused=True)
+        clf, opt = fresh_student(work.space, precision)
         overrides = variants[name]
         objective = DistillationObjective(
             DistillConfig(**({"alpha": 0.0, "lam": 0.0} if overrides is None else overrides)),
-            soft_labels=soft,
-            priors=priors,
+            soft_labels=work.soft,
+            priors=work.priors,
         )
         start = time.perf_counter()
         for idx in steps:
-            batch_texts = [texts[i] for i in idx]
-            enc = clf.encode(batch_texts)
-            batch = Batch(
-                enc["input_ids"], enc["attention_mask"], labels[idx], torch.as_tensor(idx), batch_texts
-            )
+            batch = make_batch(clf, work, idx)
             with clf.autocast():  # as the trainer does: forward and loss under autocast
                 loss = objective(clf, batch).loss
             opt.zero_grad(set_to_none=True)
@@ -218,26 +231,11 @@ def measure_epochs(args: argparse.Namespace, precision: str, machine: str, today
     if precision != "float32":
         setting += f", {precision}"
     ce = statistics.mean(seconds["CE"])
-    rows = []
     for name, values in seconds.items():
-        mean, std = statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+        mean = statistics.mean(values)
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
         print(f"{precision} {name}: {mean:.1f} ± {std:.1f} s/epoch ({mean / ce:.2f}x CE)", flush=True)
-        for metric, value, spread in (("s_per_epoch", mean, std), ("x_ce_epoch", mean / ce, std / ce)):
-            rows.append(
-                Row(
-                    "banking77",
-                    setting,
-                    name,
-                    metric,
-                    round(value, 3),
-                    round(spread, 3),
-                    len(values),
-                    cmd,
-                    today,
-                    machine,
-                )
-            )
-    return rows
+    return result_rows(setting, seconds, ("s_per_epoch", "x_ce_epoch"), 1, 3, (cmd, today, machine))
 
 
 if __name__ == "__main__":
