@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -189,10 +190,88 @@ def test_objective_parts_and_warmup(tiny_label_space):
     obj = DistillationObjective(DistillConfig(warmup_steps=2), soft_labels=soft, priors=priors)
     first = obj(clf, batch)  # lambda = 0 at step 0: no alignment term yet
     assert set(first.parts) == {"ce", "kd"}
-    second = obj(clf, batch)
+    assert set(obj(clf, batch).parts) == {"ce", "kd"}  # the step comes with the batch: still step 0
+    second = obj(clf, dataclasses.replace(batch, step=1))
     assert set(second.parts) == {"ce", "kd", "align"}
     second.loss.backward()
     assert clf.model.classifier.weight.grad is not None
+    assert [obj.lambda_at(step) for step in range(4)] == [0.0, 0.5, 1.0, 1.0]
+
+
+def test_align_every_aligns_whole_batches_on_one_step_in_k(tiny_label_space, monkeypatch):
+    from rationalign.training import distill
+
+    clf = _clf(tiny_label_space)
+    enc = clf.encode(TEXTS)
+    batch = Batch(
+        enc["input_ids"], enc["attention_mask"], torch.tensor([0, 2, 3]), torch.tensor([0, 1, 2]), TEXTS
+    )
+    soft = np.full((3, 4), 0.25)
+    priors = [np.arange(1.0, len(split_words(t)) + 1) for t in TEXTS]
+    every = DistillationObjective(DistillConfig(align_every=3), soft_labels=soft, priors=priors)
+    always = DistillationObjective(DistillConfig(), soft_labels=soft, priors=priors)
+    unaligned = DistillationObjective(DistillConfig(lam=0.0), soft_labels=soft, priors=priors)
+    calls = []
+    real_attribution = distill.student_attribution
+    monkeypatch.setattr(
+        distill, "student_attribution", lambda *a, **k: calls.append(len(a[1])) or real_attribution(*a, **k)
+    )
+    for step in range(7):
+        at_step = dataclasses.replace(batch, step=step)
+        out = every(clf, at_step)
+        if step % 3 == 0:  # the whole batch, with the same loss as aligning every step
+            reference = always(clf, at_step)
+            assert set(out.parts) == {"ce", "kd", "align"}
+            assert out.parts["align"] == pytest.approx(reference.parts["align"], rel=1e-5)
+            assert float(out.loss) == pytest.approx(float(reference.loss), rel=1e-5)
+        else:  # CE + KD only, and the double backward is skipped, not computed and dropped
+            assert set(out.parts) == {"ce", "kd"}
+            assert float(out.loss) == pytest.approx(float(unaligned(clf, at_step).loss), rel=1e-6)
+    assert calls == [3] * 6  # steps 0, 3 and 6 of align_every=3, and the reference at each of them
+    assert every.lambda_at(4) == 0.0 and every.lambda_at(6) == 1.0
+
+
+def test_a_resumed_distillation_aligns_the_same_steps_with_the_same_lambda(tiny_label_space, tmp_path):
+    """Warm-up and align_every follow the trainer's global step, so a run killed mid-way and resumed
+    with a fresh objective applies the same lambda at every step and ends with the same weights."""
+    texts = ["block my card", "set an alarm for seven", "check my alarms", "my card is lost"] * 3
+    labels = ["card_block", "alarm_set", "alarm_query", "card_block"] * 3
+    ds = IntentDataset.from_pairs(zip(texts, labels, strict=True))
+    priors = [np.arange(1.0, len(split_words(t)) + 1) for t in texts]
+    config = DistillConfig(alpha=0.0, warmup_steps=6, align_every=2)
+    cfg = TrainConfig(epochs=3, batch_size=4, lr=1e-3, warmup_ratio=0.0, patience=99, checkpoint_every=1)
+
+    class Killed(Exception):
+        pass
+
+    class Recording(DistillationObjective):
+        def __init__(self, crash_at: int | None = None):
+            super().__init__(config, priors=priors)
+            self.crash_at, self.seen = crash_at, []
+
+        def __call__(self, clf, batch):
+            if batch.step == self.crash_at:
+                raise Killed  # stands in for a kill after step crash_at - 1's checkpoint
+            self.seen.append((batch.step, self.lambda_at(batch.step)))
+            return super().__call__(clf, batch)
+
+    def fit(run_dir, objective, resume=False):
+        clf = IntentClassifier.tiny(tiny_label_space, seed=5)
+        # no validation set: the model is the last weights, not the best epoch's
+        Trainer(clf, ds, None, cfg, run_dir, objective=objective, progress=False).fit(resume=resume)
+        return clf
+
+    reference_objective = Recording()
+    reference = fit(tmp_path / "reference", reference_objective)
+    assert [lam for _, lam in reference_objective.seen] == [0, 0, 2 / 6, 0, 4 / 6, 0, 1, 0, 1]
+    with pytest.raises(Killed):
+        fit(tmp_path / "killed", Recording(crash_at=5))
+    resumed_objective = Recording()
+    resumed = fit(tmp_path / "killed", resumed_objective, resume=True)
+    assert resumed_objective.seen == reference_objective.seen[5:]
+    got = resumed.model.state_dict()
+    for name, ref in reference.model.state_dict().items():
+        assert torch.equal(ref, got[name]), f"{name} differs after resume"
 
 
 def test_align_fraction_aligns_a_subset_and_keeps_every_rows_logits(tiny_label_space):

@@ -7,6 +7,12 @@
 double backward) or Integrated Gradients with k steps from the PAD baseline (k extra forwards).
 Subword scores are summed into the words of ``split_words`` (the same segmentation every prior uses), so
 the teacher's and student's tokenizers may differ.
+
+Cost: an aligned step runs every linear layer's matrix product six times (forward; the input gradient,
+built as a graph; its backward, two products per product; the forward's backward, two), against three for
+cross-entropy, so aligning every row costs about 2x a CE step whatever the implementation.
+``align_every=k`` aligns whole batches on one step in k (an epoch then costs about 1 + 1/k CE epochs);
+``align_fraction`` aligns a share of every batch's rows in a second, smaller forward.
 """
 
 from __future__ import annotations
@@ -62,6 +68,13 @@ class DistillConfig(BaseModel):
         le=1,
         description="share of each batch's rows that get the alignment term (the costly double backward);"
         " batches are shuffled, so it is a random subset",
+    )
+    align_every: int = Field(
+        1,
+        ge=1,
+        description="align on one training step in k (the whole batch; the other steps train on CE + KD"
+        " only): an epoch then costs about 1 + (r - 1) / k CE epochs, r being the cost of an aligned step,"
+        " in either precision (align_fraction splits each batch in two forwards, which bfloat16 pays for)",
     )
 
 
@@ -188,18 +201,22 @@ class DistillationObjective:
         self.priors = (
             [normalise_prior(p) if p is not None else None for p in priors] if priors is not None else None
         )
-        self.step = 0
 
-    def lambda_now(self) -> float:
+    def lambda_at(self, step: int) -> float:
+        """The alignment weight at the trainer's global ``step``: 0 without priors and on the steps that
+        ``align_every`` skips, else lambda ramped linearly over ``warmup_steps``."""
         cfg = self.config
+        if self.priors is None or step % cfg.align_every:
+            return 0.0
         if cfg.warmup_steps <= 0:
             return cfg.lam
-        return cfg.lam * min(1.0, self.step / cfg.warmup_steps)
+        return cfg.lam * min(1.0, step / cfg.warmup_steps)
 
     def __call__(self, clf: IntentClassifier, batch: Batch) -> LossOutput:
         cfg = self.config
-        lam = self.lambda_now() if self.priors is not None else 0.0
-        self.step += 1
+        # The step comes with the batch, not from a counter here, so a resumed run aligns the same steps
+        # with the same lambda as an uninterrupted one.
+        lam = self.lambda_at(batch.step)
         parts: dict[str, float] = {}
         align = None
         if lam > 0:

@@ -23,6 +23,7 @@ class Batch:
     labels: torch.Tensor
     indices: torch.Tensor
     texts: list[str] = field(default_factory=list)
+    step: int = 0  # the trainer's global step (0-based) that trains on this batch; survives a resume
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}

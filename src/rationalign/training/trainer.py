@@ -131,12 +131,12 @@ class Trainer:
         gen = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
         return torch.randperm(len(self.train_set), generator=gen).tolist()
 
-    def _batch(self, indices: list[int]) -> Batch:
+    def _batch(self, indices: list[int], step: int) -> Batch:
         texts = [self.train_set[i].text for i in indices]
         enc = self.clf.encode(texts)
         idx = torch.tensor(indices, dtype=torch.long)
         return Batch(
-            enc["input_ids"], enc["attention_mask"], self.labels[idx].to(self.clf.device), idx, texts
+            enc["input_ids"], enc["attention_mask"], self.labels[idx].to(self.clf.device), idx, texts, step
         )
 
     def evaluate_valid(self) -> float | None:
@@ -271,7 +271,7 @@ class Trainer:
                 epoch_start = time.perf_counter()
                 for b in range(state["step_in_epoch"], self.steps_per_epoch):
                     indices = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                    batch = self._batch(indices)
+                    batch = self._batch(indices, state["global_step"])
                     with self.clf.autocast():  # forward (and loss) only; backward follows autocast's casts
                         out = self.objective(self.clf, batch)
                     optimizer.zero_grad(set_to_none=True)
