@@ -39,8 +39,9 @@ VARIANTS: dict[str, list[str]] = {
     "+ CAP-Hybrid (max)": ["priors.fuse=max"],
     # the 1.5x step budget (bench/align_cost.py): align a random half of each batch
     "+ CAP-Hybrid (mean), align_fraction 0.5": ["priors.fuse=mean", "distill.align_fraction=0.5"],
-    # the same budget in either precision: align whole batches on every other step
+    # the budget in either precision: align whole batches on one step in 2 (1.5x in bfloat16) or 3
     "+ CAP-Hybrid (mean), align_every 2": ["priors.fuse=mean", "distill.align_every=2"],
+    "+ CAP-Hybrid (mean), align_every 3": ["priors.fuse=mean", "distill.align_every=3"],
 }
 
 
