@@ -23,7 +23,9 @@ class Batch:
     labels: torch.Tensor
     indices: torch.Tensor
     texts: list[str] = field(default_factory=list)
-    step: int = 0  # the trainer's global step (0-based) that trains on this batch; survives a resume
+    # The trainer's global step (0-based) that trains on this batch; it survives a resume. Schedules read
+    # it (the distillation warm-up, align_every): a training loop of your own must count it here.
+    step: int = 0
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
