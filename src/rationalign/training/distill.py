@@ -10,8 +10,9 @@ the teacher's and student's tokenizers may differ.
 
 Cost: an aligned step runs every linear layer's matrix product six times (forward; the input gradient,
 built as a graph; its backward, two products per product; the forward's backward, two), against three for
-cross-entropy, so aligning every row costs about 2x a CE step whatever the implementation.
-``align_every=k`` aligns whole batches on one step in k (an epoch then costs about 1 + 1/k CE epochs);
+cross-entropy, so aligning every row costs about r = 2 CE steps, and the exact gradient cannot be had for
+much less. ``align_every=k`` aligns whole batches on one step in k (an epoch then costs about
+1 + (r - 1) / k CE epochs);
 ``align_fraction`` aligns a share of every batch's rows in a second, smaller forward.
 """
 
