@@ -2,7 +2,9 @@
 
 Each variant is the committed config ``examples/distill/<dataset>_<setting>.yaml`` with a few overrides
 (printed in the row's command). All variants of one config share the trained teacher (``teacher.dir``)
-and the prior store (``priors.store``), so the teacher is trained and each prior computed once. Seeds vary
+and the prior store (``priors.store``), so the teacher is trained and each prior computed once: before the
+first run, the union of the priors the variants still need is computed in one pass through one cached
+teacher, so LIME reuses CAP's scores of the same masks. Seeds vary
 the student (head initialisation, dropout, data order) on the shipped split; the teacher and priors stay.
 Hyper-parameters come from the config (chosen on validation); test numbers are read once per run.
 
@@ -12,6 +14,7 @@ Hyper-parameters come from the config (chosen on validation); test numbers are r
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import shlex
@@ -26,7 +29,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO_ROOT, Row, format_cell, machine_info, read_results, write_results
 from rationalign.config import apply_overrides, build, dump_yaml, load_yaml
-from rationalign.pipeline import DistillRunConfig, distill_run
+from rationalign.pipeline import DistillRunConfig, distill_run, prime_prior_store
 from rationalign.training.run import CONFIG_FILE, MANIFEST
 
 VARIANTS: dict[str, list[str]] = {
@@ -61,6 +64,16 @@ def run_directory(dataset: str, setting: str, variant: str, seed: int) -> Path:
     slug = variant.strip("+ ").lower().replace(" ", "-").replace("(", "").replace(")", "")
     name = f"{dataset}-{setting}-{slug}-s{seed}".replace(", ", "-").replace(" ", "-")
     return REPO_ROOT / "runs" / "distill" / name
+
+
+def variant_config(
+    base: dict, config_path: str, dataset: str, setting: str, variant: str, seed: int, sets: list[str]
+) -> tuple[DistillRunConfig, list[str], Path]:
+    """One (variant, seed) run of a committed config: its config, the overrides a user types, its folder."""
+    out = run_directory(dataset, setting, variant, seed)
+    overrides = [*VARIANTS[variant], *sets, f"student.seed={seed}"]
+    cfg = build(DistillRunConfig, apply_overrides(base, [*overrides, f"output_dir={out}"]), config_path)
+    return cfg, overrides, out
 
 
 def finished_manifest(cfg: DistillRunConfig) -> dict | None:
@@ -304,14 +317,25 @@ def main() -> None:
         dataset, setting = dataset_and_setting(base)
         if args.tag:
             setting += f", {args.tag}"
+
+        config_of = functools.partial(variant_config, base, config_path, dataset, setting, sets=args.sets)
+
+        if not args.rows_only:
+            # every prior the runs still to do need, in one pass: LIME then reuses CAP's teacher scores
+            to_run = []
+            for variant in args.variants:
+                for seed in args.seeds:
+                    cfg = config_of(variant, seed)[0]
+                    if not (args.reuse and finished_manifest(cfg)):
+                        to_run.append(cfg)
+            cost = prime_prior_store(to_run)
+            if cost is not None:
+                print("priors:", json.dumps(cost), flush=True)
         for variant in args.variants:
             per_seed: list[dict[str, float]] = []
             commands = []
             for seed in args.seeds:
-                out = run_directory(dataset, setting, variant, seed)
-                overrides = [*VARIANTS[variant], *args.sets, f"student.seed={seed}"]
-                sets = [*overrides, f"output_dir={out}"]
-                cfg = build(DistillRunConfig, apply_overrides(base, sets), config_path)
+                cfg, overrides, out = config_of(variant, seed)
                 manifest = finished_manifest(cfg) if args.reuse or args.rows_only else None
                 if manifest is None and args.rows_only:
                     print(f"{variant} {seed}: no finished run in {out}; skipped (--rows-only)", flush=True)

@@ -287,6 +287,46 @@ def compute_run_priors(
     return fuse_priors(cfg, per_method), cost
 
 
+def shared_priors_config(cfgs: list[DistillRunConfig]) -> DistillRunConfig | None:
+    """One config whose priors are every method ``cfgs`` align to, when they all read one shared store
+    with the same teacher, data and sampling settings (the variants of one experiment); else None.
+
+    Computing that union in one pass lets LIME reuse CAP's teacher scores of the same masks (the cached
+    teacher lives only as long as one pass): run alone after CAP, LIME pays for every mask again."""
+    with_priors = [c for c in cfgs if c.priors is not None]
+    if not with_priors:
+        return None
+    first = with_priors[0]
+    assert first.priors is not None
+    if not first.priors.store or (first.teacher.train is not None and not first.teacher.dir):
+        return None  # per-run store or per-run teacher: nothing is shared between the variants
+
+    def shared_part(c: DistillRunConfig) -> tuple:
+        assert c.priors is not None
+        sampling = c.priors.model_dump(exclude={"methods", "fuse", "weights"})
+        return sampling, c.teacher.model_dump(), c.data.model_dump()
+
+    if any(shared_part(c) != shared_part(first) for c in with_priors):
+        return None
+    order = list(PriorMethod.__args__)
+    methods = sorted({m for c in with_priors for m in c.priors.methods}, key=order.index)  # type: ignore[union-attr]
+    return first.model_copy(update={"priors": first.priors.model_copy(update={"methods": methods})})
+
+
+def prime_prior_store(cfgs: list[DistillRunConfig]) -> dict | None:
+    """Compute (or find in the store) every prior the variants ``cfgs`` need in one pass through one cached
+    teacher, before any of them runs; returns the cost per method, or None when they share no store."""
+    union = shared_priors_config(cfgs)
+    if union is None:
+        return None
+    assert union.priors is not None
+    console.rule("[bold]priors of every variant: " + ", ".join(union.priors.methods))
+    bundle = load_data(union.data)
+    run_dir = Path(union.output_dir)
+    _, cost = compute_method_priors(union, _teacher(union, bundle, run_dir), bundle, run_dir)
+    return cost
+
+
 def fuse_priors(cfg: DistillRunConfig, per_method: dict[str, list]) -> list:
     from rationalign.attribution.hybrid import fuse
 
