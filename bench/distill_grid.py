@@ -4,8 +4,8 @@ Each variant is the committed config ``examples/distill/<dataset>_<setting>.yaml
 (printed in the row's command). All variants of one config share the trained teacher (``teacher.dir``)
 and the prior store (``priors.store``), so the teacher is trained and each prior computed once: before the
 first run, the union of the priors the variants still need is computed in one pass through one cached
-teacher, so LIME reuses CAP's scores of the same masks. Seeds vary
-the student (head initialisation, dropout, data order) on the shipped split; the teacher and priors stay.
+teacher, so LIME reuses CAP's scores of the same masks. Seeds vary the student (head initialisation,
+dropout, data order) on the shipped split; the teacher and priors stay.
 Hyper-parameters come from the config (chosen on validation); test numbers are read once per run.
 
     .venv/bin/python bench/distill_grid.py --configs examples/distill/banking77_10shot.yaml --seeds 0
@@ -14,7 +14,6 @@ Hyper-parameters come from the config (chosen on validation); test numbers are r
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import shlex
@@ -318,25 +317,29 @@ def main() -> None:
         if args.tag:
             setting += f", {args.tag}"
 
-        config_of = functools.partial(variant_config, base, config_path, dataset, setting, sets=args.sets)
-
+        # each (variant, seed): its config, the overrides a user types, its folder, and a finished run of it
+        plan = {}
+        for variant in args.variants:
+            for seed in args.seeds:
+                cfg, overrides, out = variant_config(
+                    base, config_path, dataset, setting, variant, seed, args.sets
+                )
+                plan[variant, seed] = (
+                    cfg,
+                    overrides,
+                    out,
+                    finished_manifest(cfg) if args.reuse or args.rows_only else None,
+                )
         if not args.rows_only:
             # every prior the runs still to do need, in one pass: LIME then reuses CAP's teacher scores
-            to_run = []
-            for variant in args.variants:
-                for seed in args.seeds:
-                    cfg = config_of(variant, seed)[0]
-                    if not (args.reuse and finished_manifest(cfg)):
-                        to_run.append(cfg)
-            cost = prime_prior_store(to_run)
+            cost = prime_prior_store([cfg for cfg, _, _, manifest in plan.values() if manifest is None])
             if cost is not None:
                 print("priors:", json.dumps(cost), flush=True)
         for variant in args.variants:
             per_seed: list[dict[str, float]] = []
             commands = []
             for seed in args.seeds:
-                cfg, overrides, out = config_of(variant, seed)
-                manifest = finished_manifest(cfg) if args.reuse or args.rows_only else None
+                cfg, overrides, out, manifest = plan[variant, seed]
                 if manifest is None and args.rows_only:
                     print(f"{variant} {seed}: no finished run in {out}; skipped (--rows-only)", flush=True)
                     continue

@@ -22,7 +22,7 @@ def teacher_dir(tmp_path: Path, tiny_label_space) -> Path:
     return folder
 
 
-def _variant(tiny_data_dir: Path, teacher_dir: Path, store: Path | None, priors: dict | None, **extra):
+def _variant(tiny_data_dir: Path, teacher_dir: Path, store: Path | None, priors: dict | None):
     spec = {"methods": ["cap", "lime", "ig"], "n_masks": 8, "lime_samples": 8, "ig_steps": 2}
     if priors is not None:
         spec.update(priors, store=str(store) if store else None)
@@ -33,7 +33,6 @@ def _variant(tiny_data_dir: Path, teacher_dir: Path, store: Path | None, priors:
             "priors": spec if priors is not None else None,
             "student": {"model": "tiny-unused"},
             "output_dir": str(tiny_data_dir.parent / "run"),
-            **extra,
         }
     )
 
