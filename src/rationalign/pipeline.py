@@ -122,6 +122,11 @@ class PriorsConfig(BaseModel):
     ig_steps: int = Field(16, ge=1, description="Integrated Gradients: quadrature steps")
     shap_max_evals: int = Field(200, ge=8, description="model calls per utterance for shap (optional extra)")
     store: str | None = Field(None, description="SQLite prior store (default: <output_dir>/priors.sqlite)")
+    keep_teacher_scores: bool = Field(
+        True,
+        description="keep the teacher's scores of masked texts in the store, so a later CAP or LIME run "
+        "(another variant, a resumed job) reads them instead of asking the teacher again",
+    )
     seed: int = Field(0, description="seed of the mask samplers")
 
 
@@ -217,9 +222,14 @@ def _attributor(method: str, cfg: PriorsConfig, teacher, bundle: DataBundle):
     if method == "cap":
         cap_teacher = teacher
         if cfg.cap_teacher:
+            from rationalign.teachers.cache import CachedTeacher
             from rationalign.teachers.spec import load_teacher
 
-            cap_teacher = load_teacher(cfg.cap_teacher, bundle.label_space, examples=bundle.train)
+            # its own fingerprint keys its scores, so they share the store without mixing with the teacher's
+            cap_teacher = CachedTeacher(
+                load_teacher(cfg.cap_teacher, bundle.label_space, examples=bundle.train),
+                store=getattr(teacher, "store", None),
+            )
         return CAPPrior(cap_teacher, n_masks=cfg.n_masks, target=cfg.cap_target, seed=cfg.seed)
     if method == "lime":
         # the (cached) teacher rather than its classifier: LIME then reuses CAP's scores of the same masks
@@ -257,9 +267,11 @@ def compute_method_priors(
     from rationalign.teachers.classifier import ClassifierTeacher
 
     assert cfg.priors is not None
-    teacher = teacher if isinstance(teacher, CachedTeacher) else CachedTeacher(teacher)
     pc = cfg.priors
     store = PriorStore(pc.store or run_dir / "priors.sqlite")
+    teacher = teacher if isinstance(teacher, CachedTeacher) else CachedTeacher(teacher)
+    if pc.keep_teacher_scores and teacher.store is None:
+        teacher.store = store
     dataset = dataset if dataset is not None else bundle.train
     texts = dataset.texts
     targets = dataset.label_ids(bundle.label_space)
@@ -271,9 +283,17 @@ def compute_method_priors(
             # the model whose gradients these are: the teacher itself, or an ensemble's gradient member
             fingerprint = ClassifierTeacher(teacher.clf).fingerprint
         fingerprint = fingerprint or teacher.fingerprint
+        before = (teacher.hits, teacher.stored_hits, teacher.misses)
         result = compute_priors(attributor, texts, targets, store, fingerprint=fingerprint, method=method)
         per_method[method] = result.attributions
         cost[method] = result.summary()
+        memory, stored, scored = (
+            teacher.hits - before[0],
+            teacher.stored_hits - before[1],
+            teacher.misses - before[2],
+        )
+        if memory or stored or scored:  # where this method's teacher scores came from
+            cost[method]["teacher_texts"] = {"from_memory": memory, "from_store": stored, "scored": scored}
     return per_method, cost
 
 

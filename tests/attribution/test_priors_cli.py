@@ -69,6 +69,37 @@ def test_lime_priors_into_a_store_resume_and_export(app, model_dir, tiny_data_di
         assert s.count(method="lime") == 8
 
 
+def test_lime_after_cap_reads_the_teachers_scores_from_the_store(app, model_dir, tiny_data_dir, tmp_path):
+    """CAP and LIME with equal budgets mask the same texts: a LIME run after CAP (another process, a day
+    later) reads CAP's teacher scores from the store instead of asking the teacher again."""
+    common = ["--teacher", model_dir, "--data", tiny_data_dir, "--split", "valid", "--limit", 3]
+    common += ["--n-masks", 16]
+
+    def run(store, method, *extra):
+        result = _invoke(app, *common, "--store", store, "--method", method, "--json", *extra)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output.strip().splitlines()[-1])
+
+    kept = tmp_path / "kept.sqlite"
+    cap = run(kept, "cap")
+    assert cap["teacher_texts"]["scored"] > 0 and cap["teacher_texts"]["from_store"] == 0
+    lime = run(kept, "lime")
+    assert lime["computed"] == 3 and lime["teacher_texts"]["scored"] == 0
+    assert lime["teacher_texts"]["from_store"] == cap["teacher_texts"]["scored"]
+    # the same priors as LIME computed by asking the teacher, in a store that keeps no scores
+    forgot = tmp_path / "forgot.sqlite"
+    run(forgot, "cap", "--no-keep-teacher-scores")
+    fresh = run(forgot, "lime", "--no-keep-teacher-scores")
+    assert fresh["teacher_texts"]["scored"] == cap["teacher_texts"]["scored"]
+    with PriorStore(kept) as a, PriorStore(forgot) as b:
+        assert b.count_scores() == 0
+        rows_a = _export_lines(a, tmp_path, "lime")
+        (tmp_path / "forgot").mkdir()
+        rows_b = _export_lines(b, tmp_path / "forgot", "lime")
+    strip = [{k: v for k, v in json.loads(line).items() if k != "created_at"} for line in rows_a]
+    assert strip == [{k: v for k, v in json.loads(line).items() if k != "created_at"} for line in rows_b]
+
+
 def test_cap_with_the_classifier_as_teacher_and_a_hybrid(
     app, model_dir, tiny_data_dir, tmp_path, tiny_classifier
 ):

@@ -281,3 +281,31 @@ def test_resume_after_sigkill_computes_each_missing_row_once(tmp_path):
         [reference[(t, y)][1].sum() for t, y in zip(worker["TEXTS"], worker["TARGETS"], strict=True)],
         rtol=1e-5,
     )
+
+
+def test_teacher_scores_round_trip_and_reject_a_shape_mismatch(tmp_path):
+    with PriorStore(tmp_path / "p.sqlite") as store:
+        probs = np.array([[0.25, 0.75], [0.5, 0.5]])
+        assert store.put_scores("t", ["a", "b"], probs) == 2
+        got = store.get_scores("t", ["b", "zzz", "a"])
+        assert got[1] is None
+        np.testing.assert_array_equal(got[0], probs[1])
+        np.testing.assert_array_equal(got[2], probs[0])
+        with pytest.raises(ValueError, match="2 texts but teacher scores of shape"):
+            store.put_scores("t", ["a", "b"], np.ones(3))
+
+
+def test_a_store_written_before_teacher_scores_existed_still_opens(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with PriorStore(path) as store:
+        store.put_many([(PriorKey.make("fp", "lime", {}, "hi there", 0), _attr(["hi", "there"], [0.1, 0.9]))])
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE teacher_scores")  # the layout of stores written before the table was added
+    db.commit()
+    db.close()
+    with PriorStore(path) as store:
+        assert store.count(method="lime") == 1 and store.count_scores() == 0
+        store.put_scores("t", ["x"], np.ones((1, 2)) / 2)
+        assert store.count_scores(fingerprint="t") == 1

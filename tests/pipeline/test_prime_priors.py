@@ -1,5 +1,6 @@
 """The grid's variants share one prior store: computing the union of their methods in one pass lets LIME
-reuse CAP's teacher scores of the same masks, which a LIME-only run after CAP pays for again."""
+reuse CAP's teacher scores of the same masks; the store's teacher_scores table lets a LIME-only pass run
+after CAP reuse them too, which without it (keep_teacher_scores: false) pays for every mask again."""
 
 from __future__ import annotations
 
@@ -69,18 +70,29 @@ def test_one_pass_lets_lime_reuse_caps_teacher_scores(tiny_data_dir, teacher_dir
 
     monkeypatch.setattr(ClassifierTeacher, "predict_proba", counting)
 
-    def variants(store: Path) -> tuple[DistillRunConfig, DistillRunConfig]:
+    def variants(store: Path, **extra) -> tuple[DistillRunConfig, DistillRunConfig]:
         return (
-            _variant(tiny_data_dir, teacher_dir, store, {"methods": ["cap"]}),
-            _variant(tiny_data_dir, teacher_dir, store, {"methods": ["lime"]}),
+            _variant(tiny_data_dir, teacher_dir, store, {"methods": ["cap"], **extra}),
+            _variant(tiny_data_dir, teacher_dir, store, {"methods": ["lime"], **extra}),
         )
 
-    cap, lime = variants(tmp_path / "separate.sqlite")
+    cap, lime = variants(tmp_path / "forgetful.sqlite", keep_teacher_scores=False)
     prime_prior_store([cap])
     cap_alone = sum(scored)
     prime_prior_store([lime])
     separately = sum(scored)
     assert separately > cap_alone > 0  # run after CAP in its own pass, LIME scores its masks again
+
+    scored.clear()
+    cap, lime = variants(tmp_path / "keeping.sqlite")
+    prime_prior_store([cap])
+    assert sum(scored) == cap_alone
+    cost = prime_prior_store([lime])  # a later pass: CAP's masked texts are read back from the store
+    assert sum(scored) == cap_alone
+    assert cost is not None and cost["lime"]["teacher_texts"]["scored"] == 0
+    assert cost["lime"]["teacher_texts"]["from_store"] > 0
+    assert PriorStore(tmp_path / "keeping.sqlite").count_scores() == cap_alone
+    assert PriorStore(tmp_path / "forgetful.sqlite").count_scores() == 0
 
     scored.clear()
     cost = prime_prior_store(list(variants(tmp_path / "together.sqlite")))

@@ -113,6 +113,7 @@ def _build(
     hybrid_of: str,
     fusion: str,
     normalise: str,
+    clf_teacher=None,
 ):
     from rationalign.attribution.cap import CAPPrior
     from rationalign.attribution.lime import LimePrior
@@ -130,7 +131,15 @@ def _build(
             raise ConfigError(f"--fuse {fusion!r}: choose mean or max")
         parts = [
             _build(
-                n, clf=clf, teacher=teacher, n_masks=n_masks, seed=seed, hybrid_of="", fusion="", normalise=""
+                n,
+                clf=clf,
+                teacher=teacher,
+                n_masks=n_masks,
+                seed=seed,
+                hybrid_of="",
+                fusion="",
+                normalise="",
+                clf_teacher=clf_teacher,
             )
             for n in names
         ]
@@ -151,7 +160,7 @@ def _build(
         if teacher is None:
             from rationalign.teachers.classifier import ClassifierTeacher
 
-            teacher = ClassifierTeacher(clf)
+            teacher = clf_teacher if clf_teacher is not None else ClassifierTeacher(clf)
         return CAPPrior(teacher, n_masks=n_masks or DEFAULT_MASKS["cap"], seed=seed)
     if clf is None:
         raise ConfigError(
@@ -226,6 +235,13 @@ def priors(
     ] = "sum",
     text_field: str = "text",
     label_field: str = "label",
+    keep_teacher_scores: Annotated[
+        bool,
+        typer.Option(
+            help="Keep the teacher's scores of masked texts in the store: a later CAP or LIME run of the "
+            "same teacher reads them instead of asking again."
+        ),
+    ] = True,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a JSON summary instead of a progress bar.")
     ] = False,
@@ -260,22 +276,39 @@ def priors(
         if clf is not None and loaded_teacher.label_space != clf.label_space:
             raise ConfigError("--model and --teacher have different label spaces; fix: pass a matching pair")
         label_space = loaded_teacher.label_space
+    targets = _targets(dataset, label_space)
+    from rationalign.teachers.cache import CachedTeacher
+    from rationalign.teachers.classifier import ClassifierTeacher
+
+    # the teachers CAP (and LIME with --teacher) score masked texts with; the store is attached once open
+    cached = [CachedTeacher(loaded_teacher)] if loaded_teacher is not None else []
+    clf_teacher = CachedTeacher(ClassifierTeacher(clf)) if clf is not None else None
     attributor = _build(
         method,
         clf=clf,
-        teacher=loaded_teacher,
+        teacher=cached[0] if cached else None,
         n_masks=n_masks,
         seed=seed,
         hybrid_of=hybrid_of,
         fusion=fuse,
         normalise=normalise,
+        clf_teacher=clf_teacher,
     )
-    targets = _targets(dataset, label_space)
     with PriorStore(store) as prior_store:
+        for scorer in [*cached, clf_teacher]:
+            if scorer is not None and keep_teacher_scores:
+                scorer.store = prior_store
         run = compute_priors(
             attributor, dataset.texts, targets, prior_store, batch_size=batch_size, progress=not as_json
         )
         summary = {"store": str(store), "method": attributor.name, "data": str(dataset.path), **run.summary()}
+        scorers = [t for t in [*cached, clf_teacher] if t is not None and t.hits + t.stored_hits + t.misses]
+        if scorers:  # where the teacher scores of masked texts came from
+            summary["teacher_texts"] = {
+                "from_memory": sum(t.hits for t in scorers),
+                "from_store": sum(t.stored_hits for t in scorers),
+                "scored": sum(t.misses for t in scorers),
+            }
         if export is not None:
             _export(run, export)
             summary["export"] = str(export)
@@ -295,6 +328,11 @@ def priors(
         if run.cost.tokens:
             line += f", {run.cost.tokens_per_utterance:.0f} teacher tokens per utterance"
     console.print(line)
+    if "teacher_texts" in summary:
+        texts = summary["teacher_texts"]
+        console.print(
+            f"  teacher: {texts['scored']} masked texts scored, {texts['from_store']} read back from the store"
+        )
     if export is not None:
         console.print(f"  exported to {export}")
 

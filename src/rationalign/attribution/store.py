@@ -5,6 +5,11 @@ that produced it, the method name, the method's parameters as canonical JSON (so
 utterance and the explained class. It holds the words (JSON), the scores (little-endian float32 bytes),
 the attribution's meta (JSON) and when it was written. Each ``put_many`` is one transaction, so a killed
 job loses at most the batch in flight and a re-run computes only what is missing.
+
+Beside the priors, ``teacher_scores`` keeps a teacher's label distribution of each text it scored (keyed by
+the teacher's fingerprint and the text, in the dtype the teacher returned), so CAP and LIME, which score the
+same masked texts, share one teacher pass across runs and processes (see ``CachedTeacher``). The table was
+added without a schema bump: ``CREATE TABLE IF NOT EXISTS`` adds it to older stores, which stay readable.
 """
 
 from __future__ import annotations
@@ -44,6 +49,14 @@ CREATE TABLE IF NOT EXISTS priors (
     meta TEXT NOT NULL,
     created_at TEXT NOT NULL,
     PRIMARY KEY (fingerprint, method, params, text, target)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS teacher_scores (
+    fingerprint TEXT NOT NULL,
+    text TEXT NOT NULL,
+    dtype TEXT NOT NULL,
+    probs BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (fingerprint, text)
 ) WITHOUT ROWID;
 """
 
@@ -195,7 +208,48 @@ class PriorStore:
             args.append(method)
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
+    def get_scores(self, fingerprint: str, texts: Sequence[str]) -> list[np.ndarray | None]:
+        """The stored label distribution of each text under ``fingerprint``, ``None`` where there is none."""
+        query = "SELECT dtype, probs FROM teacher_scores WHERE fingerprint = ? AND text = ?"
+        out: list[np.ndarray | None] = []
+        self._db.execute("BEGIN")
+        try:
+            for text in texts:
+                row = self._db.execute(query, (fingerprint, text)).fetchone()
+                out.append(None if row is None else np.frombuffer(row[1], dtype=row[0]).copy())
+        finally:
+            self._db.execute("COMMIT")
+        return out
+
+    def count_scores(self, *, fingerprint: str | None = None) -> int:
+        where, args = self._filter(fingerprint, None)
+        return int(self._db.execute(f"SELECT COUNT(*) FROM teacher_scores{where}", args).fetchone()[0])
+
     # ------------------------------------------------------------------------------------ writing
+    def put_scores(self, fingerprint: str, texts: Sequence[str], probs: np.ndarray) -> int:
+        """Store a teacher's label distributions of ``texts`` in ONE transaction; returns the row count."""
+        probs = np.asarray(probs)
+        if probs.dtype.kind != "f":
+            probs = probs.astype(np.float64)
+        if probs.ndim != 2 or len(probs) != len(texts):
+            raise ValueError(f"{len(texts)} texts but teacher scores of shape {probs.shape}")
+        dtype = probs.dtype.newbyteorder("<").str  # explicit byte order: the file reads the same anywhere
+        stamp = _now()
+        rows = [
+            (str(fingerprint), str(t), dtype, np.ascontiguousarray(p, dtype=dtype).tobytes(), stamp)
+            for t, p in zip(texts, probs, strict=True)
+        ]
+        if not rows:
+            return 0
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany("INSERT OR REPLACE INTO teacher_scores VALUES (?, ?, ?, ?, ?)", rows)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return len(rows)
+
     def put_many(self, items: Iterable[tuple[PriorKey, WordAttribution]]) -> int:
         """Store every ``(key, attribution)`` in ONE transaction (all or nothing). Returns the row count."""
         stamp = _now()
