@@ -239,11 +239,16 @@ class PriorStore:
             (str(fingerprint), str(t), dtype, np.ascontiguousarray(p, dtype=dtype).tobytes(), stamp)
             for t, p in zip(texts, probs, strict=True)
         ]
+        return self._insert("teacher_scores", rows)
+
+    def _insert(self, table: str, rows: list[tuple]) -> int:
+        """``rows`` into ``table`` in ONE transaction (all or nothing; a row with the same key is replaced)."""
         if not rows:
             return 0
+        marks = ", ".join("?" * len(rows[0]))
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.executemany("INSERT OR REPLACE INTO teacher_scores VALUES (?, ?, ?, ?, ?)", rows)
+            self._db.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", rows)
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -271,16 +276,7 @@ class PriorStore:
                     stamp,
                 )
             )
-        if not rows:
-            return 0
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.executemany("INSERT OR REPLACE INTO priors VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        return len(rows)
+        return self._insert("priors", rows)
 
     def export_jsonl(
         self, path: str | Path, *, fingerprint: str | None = None, method: str | None = None
