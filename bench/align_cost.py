@@ -2,7 +2,8 @@
 
 The MiniLM-L6 student, Banking77 10-shot utterances (the shipped ``train_10``), batch 16, the trainer's own
 optimizer (fused AdamW) and objective code (``DistillationObjective``), ``--steps`` timed steps after two
-warm-up steps, the same batches for every variant. Priors and soft labels are random: the cost does not
+warm-up steps, the same batches for every variant, each step as the trainer takes it (tokenise, loss,
+backward, clip, AdamW: ``train_steps``, shared with the other modes); the median step is reported. Priors and soft labels are random: the cost does not
 depend on their values. Variants: CE; CE + KD; + gradient x input alignment on every row and on a fraction
 of each batch's rows (``distill.align_fraction``) or on one step in k (``distill.align_every``, epoch mode
 only); + IG-k alignment.
@@ -134,9 +135,12 @@ def train_steps(
     objective: DistillationObjective,
     work: Workload,
     batches: list[np.ndarray],
-) -> None:
-    """One step per batch as the trainer takes it: tokenise, loss under autocast, backward, clip, AdamW."""
+) -> list[float]:
+    """One step per batch as the trainer takes it: tokenise, loss under autocast, backward, clip, AdamW.
+    Returns each step's wall seconds (epoch mode sums them, step mode takes their median)."""
+    seconds = []
     for step, idx in enumerate(batches):
+        start = time.perf_counter()
         batch = make_batch(clf, work, idx, step)
         with clf.autocast():
             loss = objective(clf, batch).loss
@@ -144,6 +148,8 @@ def train_steps(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(clf.model.parameters(), 1.0)
         opt.step()
+        seconds.append(time.perf_counter() - start)
+    return seconds
 
 
 def result_rows(
@@ -190,27 +196,7 @@ def measure(args: argparse.Namespace, precision: str, machine: str, today: str, 
     variants = [(name, v) for name, v in VARIANTS.items() if v is None or "align_every" not in v]
     for name, overrides in [("warm-up", None), *variants]:
         clf, opt = fresh_student(work.space, precision)
-        objective = None
-        if overrides is not None:
-            objective = DistillationObjective(
-                DistillConfig(**overrides), soft_labels=work.soft, priors=work.priors
-            )
-        per_step = []
-        for step, idx in enumerate(batches):
-            batch = make_batch(clf, work, idx, step)
-            start = time.perf_counter()
-            with clf.autocast():  # as the trainer does
-                if objective is None:
-                    loss = torch.nn.functional.cross_entropy(
-                        clf.model(**batch.model_inputs()).logits, batch.labels
-                    )
-                else:
-                    loss = objective(clf, batch).loss
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if step >= 2:
-                per_step.append(time.perf_counter() - start)
+        per_step = train_steps(clf, opt, objective_for(work, overrides), work, batches)[2:]
         if name == "warm-up":
             continue
         timings[name] = statistics.median(per_step)
