@@ -3,8 +3,8 @@
 The MiniLM-L6 student, Banking77 10-shot utterances (the shipped ``train_10``), batch 16, the trainer's own
 optimizer (fused AdamW) and objective code (``DistillationObjective``), ``--steps`` timed steps after two
 warm-up steps, the same batches for every variant, each step as the trainer takes it (tokenise, loss,
-backward, clip, AdamW: ``train_steps``, shared with the other modes); the median step is reported. Priors and soft labels are random: the cost does not
-depend on their values. Variants: CE; CE + KD; + gradient x input alignment on every row and on a fraction
+backward, clip, AdamW: ``train_steps``, shared with the other modes); the median step is reported.
+Priors and soft labels are random: the cost does not depend on their values. Variants: CE; CE + KD; + gradient x input alignment on every row and on a fraction
 of each batch's rows (``distill.align_fraction``) or on one step in k (``distill.align_every``, epoch mode
 only); + IG-k alignment.
 
