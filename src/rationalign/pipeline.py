@@ -283,17 +283,13 @@ def compute_method_priors(
             # the model whose gradients these are: the teacher itself, or an ensemble's gradient member
             fingerprint = ClassifierTeacher(teacher.clf).fingerprint
         fingerprint = fingerprint or teacher.fingerprint
-        before = (teacher.hits, teacher.stored_hits, teacher.misses)
+        before = teacher.text_counts()
         result = compute_priors(attributor, texts, targets, store, fingerprint=fingerprint, method=method)
         per_method[method] = result.attributions
         cost[method] = result.summary()
-        memory, stored, scored = (
-            teacher.hits - before[0],
-            teacher.stored_hits - before[1],
-            teacher.misses - before[2],
-        )
-        if memory or stored or scored:  # where this method's teacher scores came from
-            cost[method]["teacher_texts"] = {"from_memory": memory, "from_store": stored, "scored": scored}
+        counts = {k: n - before[k] for k, n in teacher.text_counts().items()}
+        if any(counts.values()):  # where this method's teacher scores came from
+            cost[method]["teacher_texts"] = counts
     return per_method, cost
 
 

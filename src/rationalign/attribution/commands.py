@@ -302,13 +302,9 @@ def priors(
             attributor, dataset.texts, targets, prior_store, batch_size=batch_size, progress=not as_json
         )
         summary = {"store": str(store), "method": attributor.name, "data": str(dataset.path), **run.summary()}
-        scorers = [t for t in [*cached, clf_teacher] if t is not None and t.hits + t.stored_hits + t.misses]
-        if scorers:  # where the teacher scores of masked texts came from
-            summary["teacher_texts"] = {
-                "from_memory": sum(t.hits for t in scorers),
-                "from_store": sum(t.stored_hits for t in scorers),
-                "scored": sum(t.misses for t in scorers),
-            }
+        counts = [t.text_counts() for t in [*cached, clf_teacher] if t is not None]
+        if any(any(c.values()) for c in counts):  # where the teacher scores of masked texts came from
+            summary["teacher_texts"] = {k: sum(c[k] for c in counts) for k in counts[0]}
         if export is not None:
             _export(run, export)
             summary["export"] = str(export)

@@ -43,6 +43,10 @@ class CachedTeacher:
             self._fingerprint = str(self.teacher.fingerprint)
         return self._fingerprint
 
+    def text_counts(self) -> dict[str, int]:
+        """Where the texts asked of this teacher so far were answered from (the costs' ``teacher_texts``)."""
+        return {"from_memory": self.hits, "from_store": self.stored_hits, "scored": self.misses}
+
     def __getattr__(self, name: str):
         # clf, cost, ... of the wrapped teacher stay reachable
         return getattr(self.teacher, name)
