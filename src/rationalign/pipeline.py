@@ -283,11 +283,14 @@ def compute_method_priors(
             # the model whose gradients these are: the teacher itself, or an ensemble's gradient member
             fingerprint = ClassifierTeacher(teacher.clf).fingerprint
         fingerprint = fingerprint or teacher.fingerprint
-        before = teacher.text_counts()
+        # the teacher this method asks: CAP's own ``cap_teacher`` when one is configured, else the teacher
+        asked = getattr(attributor, "teacher", None)
+        asked = asked if isinstance(asked, CachedTeacher) else teacher
+        before = asked.text_counts()
         result = compute_priors(attributor, texts, targets, store, fingerprint=fingerprint, method=method)
         per_method[method] = result.attributions
         cost[method] = result.summary()
-        counts = {k: n - before[k] for k, n in teacher.text_counts().items()}
+        counts = {k: n - before[k] for k, n in asked.text_counts().items()}
         if any(counts.values()):  # where this method's teacher scores came from
             cost[method]["teacher_texts"] = counts
     return per_method, cost

@@ -100,3 +100,21 @@ def test_one_pass_lets_lime_reuse_caps_teacher_scores(tiny_data_dir, teacher_dir
     assert sum(scored) == cap_alone  # in one pass LIME costs no teacher call
     stored = PriorStore(tmp_path / "together.sqlite")
     assert {m for m in ("cap", "lime") if stored.count(method=m)} == {"cap", "lime"}
+
+
+def test_a_separate_cap_teacher_reports_and_keeps_its_own_scores(tiny_data_dir, teacher_dir, tmp_path):
+    # CAP asks its own teacher (here a second classifier folder): its cost says how many masked texts that
+    # teacher scored, and the store keeps them under that teacher's fingerprint, not the main teacher's
+    label_space = IntentClassifier.load(teacher_dir / "model").label_space
+    other = tmp_path / "other-model"
+    IntentClassifier.tiny(label_space, seed=1).save(other)
+    store = tmp_path / "p.sqlite"
+    cap = _variant(tiny_data_dir, teacher_dir, store, {"methods": ["cap"], "cap_teacher": f"model:{other}"})
+    cost = prime_prior_store([cap])
+    assert cost is not None
+    asked = cost["cap"]["teacher_texts"]
+    assert asked["scored"] > 0 and asked["from_store"] == 0
+    kept = PriorStore(store)
+    assert kept.count_scores() == asked["scored"]
+    main_teacher = ClassifierTeacher(IntentClassifier.load(teacher_dir / "model")).fingerprint
+    assert kept.count_scores(fingerprint=main_teacher) == 0
