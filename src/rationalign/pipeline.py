@@ -21,7 +21,8 @@ from rich.console import Console
 from rationalign import __version__
 from rationalign.config import dump_yaml
 from rationalign.data.io import DataBundle, DataConfig, load_data
-from rationalign.data.types import IntentDataset
+from rationalign.data.transfer import TransferConfig, TransferSet, load_transfer_set
+from rationalign.data.types import Example, IntentDataset
 from rationalign.device import DEVICE_PATTERN, resolve_device
 from rationalign.errors import ConfigError
 from rationalign.files import atomic_write_text
@@ -152,6 +153,11 @@ class DistillRunConfig(BaseModel):
     student: TrainConfig = Field(default_factory=TrainConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     evaluation: EvalConfig = Field(default_factory=EvalConfig)
+    transfer: TransferConfig | None = Field(
+        None,
+        description="unlabelled in-domain text the teacher labels: extra rows that train the KD term only "
+        "(e.g. {split: train} with a few-shot train_split); null: the labelled examples alone",
+    )
     output_dir: str = Field(
         "runs/distill", description="run directory (manifest, model, suite, report inputs)"
     )
@@ -422,6 +428,18 @@ def distill_run(cfg: DistillRunConfig, progress: bool = True) -> DistillResult:
             key.write_text(stamp)
     timings["soft_labels"] = time.perf_counter() - t0 - sum(timings.values())
 
+    transfer = None
+    if cfg.transfer is not None:
+        if soft is None:
+            raise ConfigError(
+                "distill config: transfer needs the teacher's soft labels; fix: set distill.alpha > 0 "
+                "(and a teacher), or drop transfer"
+            )
+        console.rule("[bold]transfer set")
+        transfer = load_transfer_set(cfg.transfer, bundle, cfg.data.path)
+        transfer_soft = _transfer_soft_labels(cfg, teacher, transfer, run_dir)
+    timings["transfer"] = time.perf_counter() - t0 - sum(timings.values())
+
     priors, prior_cost = None, {}
     if cfg.priors is not None:
         console.rule("[bold]priors: " + ", ".join(cfg.priors.methods))
@@ -432,9 +450,23 @@ def distill_run(cfg: DistillRunConfig, progress: bool = True) -> DistillResult:
     console.rule("[bold]student")
     sc = cfg.student
     student = new_classifier(sc, bundle.label_space)
-    objective = DistillationObjective(cfg.distill, soft_labels=soft, priors=priors)
+    train_set, labelled = bundle.train, None
+    if transfer is not None:
+        assert soft is not None
+        # transfer rows carry the teacher's top label only for the trainer's bookkeeping (and the
+        # prototype head's class means); the objective gives them no cross-entropy
+        guesses = [bundle.label_space.name(int(i)) for i in transfer_soft.argmax(1)]
+        extra = [
+            Example(t, y, source=str(transfer.source)) for t, y in zip(transfer.texts, guesses, strict=True)
+        ]
+        train_set = IntentDataset(bundle.train.examples + extra, f"{bundle.train.name}+transfer")
+        labelled = np.arange(len(train_set)) < len(bundle.train)
+        soft = np.concatenate([soft, transfer_soft])
+        if priors is not None:
+            priors = [*priors, *([None] * len(extra))]
+    objective = DistillationObjective(cfg.distill, soft_labels=soft, priors=priors, labelled=labelled)
     trained = Trainer(
-        student, bundle.train, bundle.valid, sc, run_dir, objective=objective, progress=progress
+        student, train_set, bundle.valid, sc, run_dir, objective=objective, progress=progress
     ).fit(resume=resume)
     timings["student"] = time.perf_counter() - t0 - sum(timings.values())
 
@@ -470,6 +502,7 @@ def distill_run(cfg: DistillRunConfig, progress: bool = True) -> DistillResult:
             "fingerprint": bundle.fingerprint,
             "train_examples": len(bundle.train),
             "labels": len(bundle.label_space),
+            "transfer": transfer.summary() if transfer is not None else None,
         },
         "teacher": {"spec": cfg.teacher.spec, "fingerprint": getattr(teacher, "fingerprint", None)},
         "priors": {
@@ -490,6 +523,37 @@ def distill_run(cfg: DistillRunConfig, progress: bool = True) -> DistillResult:
     }
     atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=1, default=str) + "\n")
     return DistillResult(run_dir, trained.model_dir, manifest)
+
+
+def _transfer_soft_labels(cfg: DistillRunConfig, teacher, transfer: TransferSet, run_dir: Path) -> np.ndarray:
+    """The teacher's probabilities of the transfer texts: from a shared store when one is configured (the
+    other seeds and variants then read them, and a killed run keeps every chunk it scored), else from this
+    run's own cache."""
+    from rich.progress import Progress
+
+    from rationalign.attribution.store import PriorStore
+    from rationalign.teachers.cache import CachedTeacher
+
+    assert cfg.transfer is not None
+    store = cfg.transfer.store or (cfg.priors.store if cfg.priors is not None else None)
+    cache, key = run_dir / "transfer_soft_labels.npy", run_dir / "transfer_soft_labels.key"
+    stamp = hashlib.sha256("\n".join([teacher.fingerprint, *transfer.texts]).encode()).hexdigest()
+    if not store and cache.is_file() and key.is_file() and key.read_text() == stamp:
+        return np.load(cache, allow_pickle=False)
+    scorer = CachedTeacher(teacher, store=PriorStore(store)) if store else teacher
+    texts, chunk, parts = transfer.texts, 512, []
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("teacher labels the transfer set", total=len(texts))
+        for start in range(0, len(texts), chunk):
+            parts.append(np.asarray(scorer.predict_proba(texts[start : start + chunk]), dtype=np.float32))
+            bar.advance(task, len(parts[-1]))
+    probs = np.concatenate(parts)
+    if isinstance(scorer, CachedTeacher):
+        console.print(f"transfer set: {len(texts)} texts, {scorer.misses} scored by the teacher")
+    else:
+        np.save(cache, probs, allow_pickle=False)
+        key.write_text(stamp)
+    return probs
 
 
 def _priors_fingerprint(priors: list | None) -> str | None:

@@ -185,7 +185,12 @@ def student_attribution(
 
 
 class DistillationObjective:
-    """The trainer's loss hook. ``soft_labels[i]`` and ``priors[i]`` belong to training example ``i``."""
+    """The trainer's loss hook. ``soft_labels[i]`` and ``priors[i]`` belong to training example ``i``.
+
+    ``labelled`` (optional, one bool per training example) marks the rows with a gold label; the others are
+    a transfer set (unlabelled text the teacher labelled) that trains only the KD term: CE is summed over
+    the batch's labelled rows and divided by all its rows (a transfer row counts 0), KD is the mean over
+    every row, and alignment the mean over the rows that have a prior (transfer rows have none)."""
 
     name = "distill"
 
@@ -194,8 +199,14 @@ class DistillationObjective:
         config: DistillConfig,
         soft_labels: np.ndarray | None = None,
         priors: Sequence[np.ndarray | None] | None = None,
+        labelled: np.ndarray | None = None,
     ):
         self.config = config
+        if labelled is not None and soft_labels is None:
+            raise ConfigError(
+                "unlabelled training rows need the teacher's soft labels; fix: set distill.alpha > 0"
+            )
+        self.labelled = torch.as_tensor(labelled, dtype=torch.bool) if labelled is not None else None
         self.soft_labels = (
             torch.as_tensor(soft_labels, dtype=torch.float32) if soft_labels is not None else None
         )
@@ -250,7 +261,11 @@ class DistillationObjective:
                 )
         else:
             logits = clf.model(**batch.model_inputs()).logits
-        loss = F.cross_entropy(logits, batch.labels)
+        if self.labelled is None:
+            loss = F.cross_entropy(logits, batch.labels)
+        else:  # transfer rows have no gold label: their CE weighs 0, the batch mean stays per row
+            gold = self.labelled[batch.indices].to(logits.device)
+            loss = (F.cross_entropy(logits, batch.labels, reduction="none") * gold).sum() / len(gold)
         parts["ce"] = float(loss.detach())
         if self.soft_labels is not None and cfg.alpha > 0:
             kd = kd_loss(logits, self.soft_labels[batch.indices].to(logits.device), cfg.temperature)
