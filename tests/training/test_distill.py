@@ -298,6 +298,51 @@ def test_align_fraction_aligns_a_subset_and_keeps_every_rows_logits(tiny_label_s
     assert clf.model.classifier.weight.grad is not None
 
 
+def test_transfer_rows_skip_the_attribution_and_keep_their_logits(tiny_label_space, monkeypatch):
+    import rationalign.training.distill as distill
+
+    clf = _clf(tiny_label_space)
+    enc = clf.encode(TEXTS)
+    batch = Batch(
+        enc["input_ids"], enc["attention_mask"], torch.tensor([0, 2, 3]), torch.tensor([0, 1, 2]), TEXTS
+    )
+    priors = [np.arange(1.0, len(split_words(t)) + 1) for t in TEXTS]
+    soft = np.full((3, 4), 0.25)
+    explained: list[list[str]] = []
+    real = distill.student_attribution
+
+    def spy(clf, texts, targets, **kwargs):
+        explained.append(list(texts))
+        return real(clf, texts, targets, **kwargs)
+
+    monkeypatch.setattr(distill, "student_attribution", spy)
+    # row 1 is a transfer row (no gold label, no prior): only rows 0 and 2 pay for the attribution
+    labelled = np.array([True, False, True])
+    out = DistillationObjective(
+        DistillConfig(), soft_labels=soft, priors=[priors[0], None, priors[2]], labelled=labelled
+    )(clf, batch)
+    assert explained == [[TEXTS[0], TEXTS[2]]]
+    with torch.no_grad():
+        plain = clf.model(**batch.model_inputs()).logits
+    torch.testing.assert_close(out.logits.detach(), plain, atol=1e-5, rtol=1e-5)  # rows in batch order
+    only_labelled = DistillationObjective(DistillConfig(alpha=0.0), priors=[priors[0], priors[2]])
+    sub = Batch(
+        batch.input_ids[[0, 2]],
+        batch.attention_mask[[0, 2]],
+        batch.labels[[0, 2]],
+        torch.tensor([0, 1]),
+        [TEXTS[0], TEXTS[2]],
+    )
+    assert out.parts["align"] == pytest.approx(only_labelled(clf, sub).parts["align"], rel=1e-4)
+    # a batch of transfer rows only: no attribution, no alignment term, KD alone
+    explained.clear()
+    none = DistillationObjective(
+        DistillConfig(), soft_labels=soft, priors=[None] * 3, labelled=np.zeros(3, bool)
+    )
+    alone = none(clf, batch)
+    assert explained == [] and set(alone.parts) == {"ce", "kd"} and alone.parts["ce"] == 0
+
+
 @pytest.mark.parametrize("kind", ["mse", "kl", "cosine"])
 def test_alignment_loss_gradient_is_finite_on_a_one_word_row(kind):
     # one-word utterances (5 of HWU64's 640 in train_10) have zero variance; the gradient of the

@@ -231,26 +231,39 @@ class DistillationObjective:
         lam = self.lambda_at(batch.step)
         parts: dict[str, float] = {}
         align = None
-        if lam > 0:
-            rows = len(batch.labels)
-            # Only the first m rows (a random subset: batches are shuffled) pay for the differentiable
-            # attribution; the rest take a plain forward pass.
-            m = rows if cfg.align_fraction >= 1 else max(1, int(np.ceil(cfg.align_fraction * rows)))
+        rows = len(batch.labels)
+        # Transfer rows have no prior, so they never pay for the differentiable attribution; of the others,
+        # the first m (a random subset: batches are shuffled) do, and the rest take a plain forward pass.
+        candidates = (
+            torch.arange(rows)
+            if self.labelled is None
+            else torch.nonzero(self.labelled[batch.indices.cpu()]).flatten()
+        )
+        n = len(candidates)
+        m = n if cfg.align_fraction >= 1 else min(n, max(1, int(np.ceil(cfg.align_fraction * n))))
+        if lam > 0 and m > 0:
+            chosen = candidates[:m]
             attr = student_attribution(
                 clf,
-                batch.texts[:m],
-                batch.labels[:m],
+                [batch.texts[i] for i in chosen.tolist()],
+                batch.labels[chosen.to(batch.labels.device)],
                 method=cfg.attribution,
                 ig_steps=cfg.ig_steps,
                 output=cfg.output,
             )
             logits = attr.logits
-            if logits is None or m < rows:
-                inputs = batch.model_inputs()
-                start = 0 if logits is None else m
-                rest = clf.model(**{k: v[start:] for k, v in inputs.items()}).logits
-                logits = rest if logits is None else torch.cat([logits, rest])
-            prior, keep = self._prior_batch(batch.indices[:m].tolist(), attr.word_mask)
+            if logits is None:
+                logits = clf.model(**batch.model_inputs()).logits
+            elif m < rows:
+                others = torch.ones(rows, dtype=torch.bool)
+                others[chosen] = False
+                rest_rows = torch.nonzero(others).flatten()
+                device_rows = rest_rows.to(batch.input_ids.device)
+                rest = clf.model(**{k: v[device_rows] for k, v in batch.model_inputs().items()}).logits
+                # back to the batch's row order (the identity when the chosen rows come first)
+                order = torch.argsort(torch.cat([chosen, rest_rows])).to(logits.device)
+                logits = torch.cat([logits, rest])[order]
+            prior, keep = self._prior_batch(batch.indices[chosen].tolist(), attr.word_mask)
             if keep.any():
                 align = alignment_loss(
                     attr.word_scores[keep],
