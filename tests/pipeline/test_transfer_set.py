@@ -49,6 +49,7 @@ def test_transfer_set_drops_labelled_utterances_and_repeats(tmp_path, tiny_data_
     assert len(limited.texts) == 2 and set(limited.texts) <= set(transfer.texts)
     again = load_transfer_set(TransferConfig(path=str(path), limit=2, seed=1), bundle, str(tiny_data_dir))
     assert again.texts == limited.texts  # seeded
+    assert again.fingerprint == limited.fingerprint != transfer.fingerprint
 
     # the training split read without its labels is all labelled already: a clear error, not an empty set
     with pytest.raises(DataError, match=r"train\.jsonl: all \d+ transfer texts are already in the labelled"):

@@ -11,6 +11,7 @@ utterance must never reach the student, not even unlabelled, and a training one 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,9 +54,15 @@ class TransferSet:
     removed_labelled: int  # dropped: also in train, valid or test
     removed_duplicates: int
 
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the texts as the student sees them (the run registry's hash of this input)."""
+        return hashlib.sha256("\n".join(self.texts).encode("utf-8")).hexdigest()
+
     def summary(self) -> dict:
         return {
             "source": str(self.source),
+            "fingerprint": self.fingerprint,
             "texts": len(self.texts),
             "read": self.read,
             "removed_labelled": self.removed_labelled,
