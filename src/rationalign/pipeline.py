@@ -416,16 +416,13 @@ def distill_run(cfg: DistillRunConfig, progress: bool = True) -> DistillResult:
 
     soft = None
     if teacher is not None and cfg.distill.alpha > 0:
-        cache = run_dir / "soft_labels.npy"
-        key = run_dir / "soft_labels.key"
         stamp = hashlib.sha256((teacher.fingerprint + bundle.fingerprint).encode()).hexdigest()
-        if cache.is_file() and key.is_file() and key.read_text() == stamp:
-            soft = np.load(cache, allow_pickle=False)
-        else:
+
+        def label_train() -> np.ndarray:
             console.rule("[bold]soft labels")
-            soft = np.asarray(teacher.predict_proba(bundle.train.texts), dtype=np.float32)
-            np.save(cache, soft, allow_pickle=False)
-            key.write_text(stamp)
+            return np.asarray(teacher.predict_proba(bundle.train.texts), dtype=np.float32)
+
+        soft = _cached_array(run_dir, "soft_labels", stamp, label_train)
     timings["soft_labels"] = time.perf_counter() - t0 - sum(timings.values())
 
     transfer = None
@@ -525,6 +522,17 @@ def distill_run(cfg: DistillRunConfig, progress: bool = True) -> DistillResult:
     return DistillResult(run_dir, trained.model_dir, manifest)
 
 
+def _cached_array(run_dir: Path, name: str, stamp: str, compute) -> np.ndarray:
+    """``<run_dir>/<name>.npy`` when its ``.key`` file holds ``stamp``, else ``compute()``, saved so."""
+    cache, key = run_dir / f"{name}.npy", run_dir / f"{name}.key"
+    if cache.is_file() and key.is_file() and key.read_text() == stamp:
+        return np.load(cache, allow_pickle=False)
+    array = compute()
+    np.save(cache, array, allow_pickle=False)
+    key.write_text(stamp)
+    return array
+
+
 def _transfer_soft_labels(cfg: DistillRunConfig, teacher, transfer: TransferSet, run_dir: Path) -> np.ndarray:
     """The teacher's probabilities of the transfer texts: from a shared store when one is configured (the
     other seeds and variants then read them, and a killed run keeps every chunk it scored), else from this
@@ -535,25 +543,25 @@ def _transfer_soft_labels(cfg: DistillRunConfig, teacher, transfer: TransferSet,
     from rationalign.teachers.cache import CachedTeacher
 
     assert cfg.transfer is not None
+    texts = transfer.texts
+
+    def score(scorer) -> np.ndarray:
+        chunk, parts = 512, []
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("teacher labels the transfer set", total=len(texts))
+            for start in range(0, len(texts), chunk):
+                parts.append(np.asarray(scorer.predict_proba(texts[start : start + chunk]), dtype=np.float32))
+                bar.advance(task, len(parts[-1]))
+        return np.concatenate(parts)
+
     store = cfg.transfer.store or (cfg.priors.store if cfg.priors is not None else None)
-    cache, key = run_dir / "transfer_soft_labels.npy", run_dir / "transfer_soft_labels.key"
-    stamp = hashlib.sha256("\n".join([teacher.fingerprint, *transfer.texts]).encode()).hexdigest()
-    if not store and cache.is_file() and key.is_file() and key.read_text() == stamp:
-        return np.load(cache, allow_pickle=False)
-    scorer = CachedTeacher(teacher, store=PriorStore(store)) if store else teacher
-    texts, chunk, parts = transfer.texts, 512, []
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("teacher labels the transfer set", total=len(texts))
-        for start in range(0, len(texts), chunk):
-            parts.append(np.asarray(scorer.predict_proba(texts[start : start + chunk]), dtype=np.float32))
-            bar.advance(task, len(parts[-1]))
-    probs = np.concatenate(parts)
-    if isinstance(scorer, CachedTeacher):
-        console.print(f"transfer set: {len(texts)} texts, {scorer.misses} scored by the teacher")
-    else:
-        np.save(cache, probs, allow_pickle=False)
-        key.write_text(stamp)
-    return probs
+    if store:
+        cached = CachedTeacher(teacher, store=PriorStore(store))
+        probs = score(cached)
+        console.print(f"transfer set: {len(texts)} texts, {cached.misses} scored by the teacher")
+        return probs
+    stamp = hashlib.sha256("\n".join([teacher.fingerprint, *texts]).encode()).hexdigest()
+    return _cached_array(run_dir, "transfer_soft_labels", stamp, lambda: score(teacher))
 
 
 def _priors_fingerprint(priors: list | None) -> str | None:

@@ -232,17 +232,9 @@ class DistillationObjective:
         parts: dict[str, float] = {}
         align = None
         rows = len(batch.labels)
-        # Transfer rows have no prior, so they never pay for the differentiable attribution; of the others,
-        # the first m (a random subset: batches are shuffled) do, and the rest take a plain forward pass.
-        candidates = (
-            torch.arange(rows)
-            if self.labelled is None
-            else torch.nonzero(self.labelled[batch.indices.cpu()]).flatten()
-        )
-        n = len(candidates)
-        m = n if cfg.align_fraction >= 1 else min(n, max(1, int(np.ceil(cfg.align_fraction * n))))
-        if lam > 0 and m > 0:
-            chosen = candidates[:m]
+        chosen = self._rows_to_align(batch) if lam > 0 else None
+        if chosen is not None and len(chosen):
+            m = len(chosen)
             attr = student_attribution(
                 clf,
                 [batch.texts[i] for i in chosen.tolist()],
@@ -288,6 +280,21 @@ class DistillationObjective:
             loss = loss + lam * align
             parts["align"] = float(align.detach())
         return LossOutput(loss, parts, logits)
+
+    def _rows_to_align(self, batch: Batch) -> torch.Tensor:
+        """The batch rows that pay for the differentiable attribution: transfer rows have no prior and
+        never do; of the others, the first m (a random subset: batches are shuffled) do, and the rest take
+        a plain forward pass."""
+        rows = len(batch.labels)
+        candidates = (
+            torch.arange(rows)
+            if self.labelled is None
+            else torch.nonzero(self.labelled[batch.indices.cpu()]).flatten()
+        )
+        n = len(candidates)
+        frac = self.config.align_fraction
+        m = n if frac >= 1 else min(n, max(1, int(np.ceil(frac * n))))
+        return candidates[:m]
 
     def _prior_batch(self, indices: list[int], word_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n_words = word_mask.shape[1]
