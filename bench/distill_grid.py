@@ -28,7 +28,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO_ROOT, Row, format_cell, machine_info, read_results, write_results
 from rationalign.config import apply_overrides, build, dump_yaml, load_yaml
-from rationalign.pipeline import DistillRunConfig, distill_run, prime_prior_store
+from rationalign.pipeline import DistillRunConfig, distill_run, prime_prior_store, trained_teacher_dir
 from rationalign.training.run import CONFIG_FILE, MANIFEST
 
 VARIANTS: dict[str, list[str]] = {
@@ -269,7 +269,9 @@ def teacher_row(cfg: DistillRunConfig, dataset: str, setting: str, command: str,
     """The trained teacher's test accuracy (its own run manifest), so tables can show the bound."""
     if cfg.teacher.train is None or not cfg.teacher.dir:
         return None
-    path = Path(cfg.teacher.dir) / MANIFEST
+    folder = trained_teacher_dir(cfg)  # a self-trained teacher's last round, else teacher.dir
+    assert folder is not None
+    path = folder / MANIFEST
     if not path.is_absolute():
         path = REPO_ROOT / path
     if not path.is_file():

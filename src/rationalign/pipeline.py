@@ -27,6 +27,13 @@ from rationalign.device import DEVICE_PATTERN, resolve_device
 from rationalign.errors import ConfigError
 from rationalign.files import atomic_write_text
 from rationalign.precision import Precision
+from rationalign.teachers.self_training import (
+    PSEUDO_LABELS,
+    SelfTrainConfig,
+    check_not_empty,
+    round_dir,
+    select_pseudo_labels,
+)
 from rationalign.training.config import TrainConfig
 from rationalign.training.distill import DistillationObjective, DistillConfig
 from rationalign.training.run import (
@@ -86,6 +93,11 @@ class TeacherConfig(BaseModel):
     )
     dir: str | None = Field(
         None, description="where the trained teacher lives (shared by configs); default <run>/teacher"
+    )
+    self_train: SelfTrainConfig | None = Field(
+        None,
+        description="retrain the trained teacher on its own confident labels of the transfer set (needs "
+        "train and transfer); the last round's teacher gives the soft labels and priors",
     )
     precision: Precision = Field(
         "float32",
@@ -184,12 +196,104 @@ def _teacher(cfg: DistillRunConfig, bundle: DataBundle, run_dir: Path):
         raise ConfigError(
             "distill config: teacher needs spec or train; fix: e.g. teacher: {spec: model:runs/t/model}"
         )
-    teacher_dir = Path(cfg.teacher.dir) if cfg.teacher.dir else run_dir / "teacher"
+    teacher_dir = _teacher_dir(cfg, run_dir)
     if not (teacher_dir / MANIFEST).is_file():
         console.rule("[bold]teacher: training")
         train_run(RunConfig(data=cfg.data, train=cfg.teacher.train, output_dir=str(teacher_dir)), resume=True)
     device = str(resolve_device(cfg.teacher.device))
     return ClassifierTeacher(teacher_dir / "model", device=device, precision=cfg.teacher.precision)
+
+
+def _teacher_dir(cfg: DistillRunConfig, run_dir: Path) -> Path:
+    return Path(cfg.teacher.dir) if cfg.teacher.dir else run_dir / "teacher"
+
+
+def _check_self_train(cfg: DistillRunConfig) -> None:
+    if cfg.teacher.self_train is None:
+        return
+    if cfg.teacher.train is None or cfg.teacher.spec or cfg.teacher.ensemble:
+        raise ConfigError(
+            "distill config: teacher.self_train retrains a classifier teacher; fix: give teacher.train "
+            "(not spec or ensemble), or drop self_train"
+        )
+    if cfg.transfer is None:
+        raise ConfigError(
+            "distill config: teacher.self_train needs unlabelled text to label; fix: add a transfer set, "
+            "e.g. transfer: {split: train}"
+        )
+
+
+def self_train_round_dirs(cfg: DistillRunConfig, transfer: TransferSet, run_dir: Path) -> list[Path]:
+    """The folders of the self-trained teachers, round 1 first. Named by a hash of what decides them, so
+    seeds and variants share them; ``rounds`` is left out, so a 2-round config reuses a 1-round one's."""
+    st = cfg.teacher.self_train
+    assert st is not None and cfg.teacher.train is not None
+    stamp = {
+        "data": cfg.data.model_dump(mode="json"),
+        "teacher": cfg.teacher.train.model_dump(mode="json"),
+        "transfer": transfer.fingerprint,
+        "self_train": st.model_dump(mode="json", exclude={"rounds"}),
+    }
+    base = _teacher_dir(cfg, run_dir)
+    return [round_dir(base, stamp, r) for r in range(1, st.rounds + 1)]
+
+
+def trained_teacher_dir(cfg: DistillRunConfig) -> Path | None:
+    """The run folder of the teacher a config distils from when it trains one: the last self-training
+    round's when ``teacher.self_train`` is set, else ``teacher.dir``; None for a spec or an ensemble."""
+    if cfg.teacher.train is None or cfg.teacher.spec or cfg.teacher.ensemble:
+        return None
+    run_dir = Path(cfg.output_dir)
+    if cfg.teacher.self_train is None or cfg.transfer is None:
+        return _teacher_dir(cfg, run_dir)
+    bundle = load_data(cfg.data)
+    return self_train_round_dirs(cfg, load_transfer_set(cfg.transfer, bundle, cfg.data.path), run_dir)[-1]
+
+
+def _self_trained_teacher(
+    cfg: DistillRunConfig, bundle: DataBundle, teacher, transfer: TransferSet, run_dir: Path
+):
+    """Each round: the current teacher labels the transfer set, its confident labels join the labelled
+    examples, and a new teacher is trained on both from the base model. Returns the last round's teacher
+    and what each round kept and reached."""
+    from rationalign.teachers.classifier import ClassifierTeacher
+
+    st = cfg.teacher.self_train
+    assert st is not None and cfg.teacher.train is not None
+    device = str(resolve_device(cfg.teacher.device))
+    rounds = []
+    for number, folder in enumerate(self_train_round_dirs(cfg, transfer, run_dir), start=1):
+        summary_file = folder / "pseudo_labels.summary.json"
+        if not summary_file.is_file():
+            console.rule(f"[bold]teacher: self-training round {number}: labelling the transfer set")
+            probs = _transfer_soft_labels(cfg, teacher, transfer, run_dir)
+            pseudo = select_pseudo_labels(
+                transfer.texts, probs, bundle.label_space, st.min_confidence, st.max_per_label
+            )
+            check_not_empty(pseudo, st, transfer.source)
+            folder.mkdir(parents=True, exist_ok=True)
+            pseudo.write_jsonl(folder / PSEUDO_LABELS)
+            atomic_write_text(summary_file, json.dumps(pseudo.summary(), indent=1) + "\n")
+        if not (folder / MANIFEST).is_file():
+            console.rule(f"[bold]teacher: self-training round {number}: training")
+            round_cfg = RunConfig(
+                data=cfg.data,
+                train=cfg.teacher.train.model_copy(update={"epochs": st.epochs or cfg.teacher.train.epochs}),
+                pseudo_labelled=[str(folder / PSEUDO_LABELS)],
+                output_dir=str(folder),
+            )
+            train_run(round_cfg, resume=True)
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        rounds.append(
+            {
+                "round": number,
+                "dir": str(folder),
+                **json.loads(summary_file.read_text(encoding="utf-8")),
+                **{k: manifest["metrics"].get(k) for k in ("best_valid_accuracy", "test_accuracy")},
+            }
+        )
+        teacher = ClassifierTeacher(folder / "model", device=device, precision=cfg.teacher.precision)
+    return teacher, rounds
 
 
 def _ensemble_teacher(cfg: EnsembleConfig, bundle: DataBundle):
@@ -409,9 +513,22 @@ def distill_run(cfg: DistillRunConfig, progress: bool = True) -> DistillResult:
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
 
+    if cfg.transfer is not None and cfg.distill.alpha <= 0:
+        raise ConfigError(
+            "distill config: transfer needs the teacher's soft labels; fix: set distill.alpha > 0 "
+            "(and a teacher), or drop transfer"
+        )
+    _check_self_train(cfg)
     bundle = load_data(cfg.data)
+    transfer = None
+    if cfg.transfer is not None:
+        transfer = load_transfer_set(cfg.transfer, bundle, cfg.data.path)
     needs_teacher = cfg.distill.alpha > 0 or cfg.priors is not None
     teacher = _teacher(cfg, bundle, run_dir) if needs_teacher else None
+    self_training: list[dict[str, Any]] = []
+    if cfg.teacher.self_train is not None:
+        assert transfer is not None
+        teacher, self_training = _self_trained_teacher(cfg, bundle, teacher, transfer, run_dir)
     timings["teacher"] = time.perf_counter() - t0
 
     soft = None
@@ -425,15 +542,8 @@ def distill_run(cfg: DistillRunConfig, progress: bool = True) -> DistillResult:
         soft = _cached_array(run_dir, "soft_labels", stamp, label_train)
     timings["soft_labels"] = time.perf_counter() - t0 - sum(timings.values())
 
-    transfer = None
-    if cfg.transfer is not None:
-        if soft is None:
-            raise ConfigError(
-                "distill config: transfer needs the teacher's soft labels; fix: set distill.alpha > 0 "
-                "(and a teacher), or drop transfer"
-            )
+    if transfer is not None:
         console.rule("[bold]transfer set")
-        transfer = load_transfer_set(cfg.transfer, bundle, cfg.data.path)
         transfer_soft = _transfer_soft_labels(cfg, teacher, transfer, run_dir)
     timings["transfer"] = time.perf_counter() - t0 - sum(timings.values())
 
@@ -501,7 +611,11 @@ def distill_run(cfg: DistillRunConfig, progress: bool = True) -> DistillResult:
             "labels": len(bundle.label_space),
             "transfer": transfer.summary() if transfer is not None else None,
         },
-        "teacher": {"spec": cfg.teacher.spec, "fingerprint": getattr(teacher, "fingerprint", None)},
+        "teacher": {
+            "spec": cfg.teacher.spec,
+            "fingerprint": getattr(teacher, "fingerprint", None),
+            "self_training": self_training,
+        },
         "priors": {
             "methods": cfg.priors.methods if cfg.priors else [],
             "cost": prior_cost,

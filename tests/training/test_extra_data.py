@@ -30,3 +30,24 @@ def test_reviewed_queue_items_join_the_training_split(tmp_path, tiny_data_dir):
     bad = write_queue(tmp_path / "bad.jsonl", [_item("x", "no_such_label", True)])
     with pytest.raises(DataError, match=r"bad\.jsonl:1"):
         add_extra_data(bundle, [str(bad)])
+
+
+def test_pseudo_labelled_files_join_the_training_split(tmp_path, tiny_data_dir):
+    bundle = load_data(DataConfig(path=str(tiny_data_dir)))
+    pseudo = tmp_path / "pseudo_labels.jsonl"
+    pseudo.write_text(
+        '{"text": "wake me at seven", "label": "alarm_set", "confidence": 0.97}\n'
+        '{"text": "freeze my card now", "label": "card_block", "confidence": 0.93}\n',
+        encoding="utf-8",
+    )
+    grown = add_extra_data(bundle, [], [str(pseudo)])
+    assert [(e.text, e.label) for e in grown.train.examples[len(bundle.train) :]] == [
+        ("wake me at seven", "alarm_set"),
+        ("freeze my card now", "card_block"),
+    ]
+    assert grown.fingerprint != bundle.fingerprint and "2 pseudo-labelled examples" in grown.notes[-1]
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a", "label": "alarm_set"}\n{"text": "b", "label": "no_such_label"}\n')
+    with pytest.raises(DataError, match=r"bad\.jsonl:2: label 'no_such_label' is not in the label space"):
+        add_extra_data(bundle, [], [str(bad)])

@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from rationalign import __version__
 from rationalign.config import dump_yaml
 from rationalign.data.fingerprint import fingerprint_splits
-from rationalign.data.io import DataBundle, DataConfig, load_data
-from rationalign.data.types import IntentDataset, LabelSpace
-from rationalign.errors import ConfigError
+from rationalign.data.io import DataBundle, DataConfig, load_data, load_dataset
+from rationalign.data.types import Example, IntentDataset, LabelSpace
+from rationalign.errors import ConfigError, DataError, located
 from rationalign.evaluation.metrics import ClassificationReport, classification_report
 from rationalign.files import atomic_write_text
 from rationalign.models.classifier import IntentClassifier
@@ -37,6 +37,11 @@ class RunConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     extra_data: list[str] = Field(
         default_factory=list, description="reviewed divergence queues (JSONL) added to the training split"
+    )
+    pseudo_labelled: list[str] = Field(
+        default_factory=list,
+        description="machine-labelled examples (JSONL/CSV with text and label, e.g. a self-training round's "
+        "pseudo_labels.jsonl) added to the training split",
     )
     output_dir: str = Field("runs/latest", description="run directory (manifest, checkpoints, model)")
 
@@ -72,17 +77,32 @@ def new_classifier(tc: TrainConfig, label_space: LabelSpace) -> IntentClassifier
     )
 
 
-def add_extra_data(bundle: DataBundle, paths: list[str]) -> DataBundle:
-    """Append reviewed divergence-queue items to the training split (the fingerprint covers them)."""
-    if not paths:
+def add_extra_data(bundle: DataBundle, paths: list[str], pseudo_labelled: list[str] = ()) -> DataBundle:
+    """Append reviewed divergence-queue items and machine-labelled examples to the training split (the
+    fingerprint covers them). A label outside the label space is an error naming the file and line."""
+    if not paths and not pseudo_labelled:
         return bundle
     from rationalign.evaluation.divergence import load_reviewed_queue
 
-    extra = [e for p in paths for e in load_reviewed_queue(p, bundle.label_space).examples]
-    train = IntentDataset(bundle.train.examples + extra, bundle.train.name, bundle.train.path)
+    reviewed = [e for p in paths for e in load_reviewed_queue(p, bundle.label_space).examples]
+    pseudo = [e for p in pseudo_labelled for e in _labelled_file(p, bundle.label_space)]
+    train = IntentDataset(bundle.train.examples + reviewed + pseudo, bundle.train.name, bundle.train.path)
     splits = {"train": train, "valid": bundle.valid, "test": bundle.test}
-    notes = [*bundle.notes, f"{len(extra)} reviewed examples added from {', '.join(paths)}"]
+    notes = list(bundle.notes)
+    if paths:
+        notes.append(f"{len(reviewed)} reviewed examples added from {', '.join(paths)}")
+    if pseudo_labelled:
+        notes.append(f"{len(pseudo)} pseudo-labelled examples added from {', '.join(pseudo_labelled)}")
     return replace(bundle, train=train, fingerprint=fingerprint_splits(splits), notes=notes)
+
+
+def _labelled_file(path: str, label_space: LabelSpace) -> list[Example]:
+    examples = load_dataset(path).examples
+    for example in examples:
+        if example.label not in label_space:
+            problem = f"label {example.label!r} is not in the label space"
+            raise DataError(located(path, example.line, problem, "use an existing label"))
+    return examples
 
 
 def evaluate_classifier(
@@ -149,7 +169,7 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Ru
             )
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
-    bundle = add_extra_data(load_data(cfg.data), cfg.extra_data)
+    bundle = add_extra_data(load_data(cfg.data), cfg.extra_data, cfg.pseudo_labelled)
     tc = cfg.train
     clf = new_classifier(tc, bundle.label_space)
     run_dir.mkdir(parents=True, exist_ok=True)
