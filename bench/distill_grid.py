@@ -394,6 +394,8 @@ def main() -> None:
                 )
             write_results("distill", rows)
         command = ".venv/bin/rationalign distill --config " + shlex.quote(config_path)
+        if cfg.teacher.self_train is not None and commands:
+            command = commands[0]  # a self-trained teacher is trained by the overrides' run itself
         teacher = teacher_row(cfg, dataset, setting, command, machine)
         if teacher is not None:
             write_results("distill", [teacher])
