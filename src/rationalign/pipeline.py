@@ -154,6 +154,11 @@ class EvalConfig(BaseModel):
     )
     suite: bool = Field(True, description="run the full evaluation suite on the test split")
     limit: int | None = Field(300, ge=1, description="examples for the expensive metrics (faithfulness, ...)")
+    store_calibration: bool = Field(
+        True,
+        description="write the temperature the suite fits on validation (and the out-of-scope abstain "
+        "threshold) into the student's folder, so `predict` and `serve` give calibrated probabilities",
+    )
 
 
 class DistillRunConfig(BaseModel):
@@ -704,7 +709,14 @@ def _suite_metrics(
     attack = cfg.evaluation.attack_set
     if attack is None and cfg.evaluation.attack_limit and bundle.test is not None:
         attack = build_attack_set(bundle, run_dir / "adversarial.jsonl", cfg.evaluation.attack_limit)
-    result = evaluate_suite(model_dir, bundle, attack_set=attack, teacher_priors=teacher_priors, limit=limit)
+    result = evaluate_suite(
+        model_dir,
+        bundle,
+        attack_set=attack,
+        teacher_priors=teacher_priors,
+        limit=limit,
+        store_calibration=cfg.evaluation.store_calibration,
+    )
     result.save(run_dir / "suite.json")
     return {"suite": result.metrics}
 

@@ -49,6 +49,12 @@ def test_distill_pipeline_runs_and_caches(tmp_path: Path, tiny_data_dir: Path, t
     assert {"ce", "kd", "align"} <= set(parts)  # all three loss terms were active
     assert 0 <= manifest["metrics"]["test_accuracy"] <= 1
     assert (out / "suite.json").is_file() and "suite" in manifest["metrics"]
+    # the student leaves with the temperature fitted on validation: predict and serve are calibrated
+    calibration = manifest["metrics"]["suite"]["calibration"]
+    model_dir = Path(manifest["model"]["dir"])
+    assert calibration["fitted_on"] and calibration["stored_in"] == str(model_dir)
+    stored = json.loads((model_dir / "rationalign.json").read_text())["temperature"]
+    assert stored == calibration["temperature"] and stored != 1.0
     heatmaps = [json.loads(line) for line in (out / "attributions.jsonl").read_text().splitlines()]
     assert heatmaps and all(
         len(h["student"]) == len(h["words"]) == len(h["teacher"]) == len(h["prior"]) for h in heatmaps
