@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Row, command_line, load_jsonl, machine_info, write_results
+from distill_grid import dataset_and_setting
 from rationalign.config import apply_overrides, build, load_yaml
 from rationalign.data.io import load_data
 from rationalign.data.transfer import load_transfer_set
@@ -45,9 +46,9 @@ from rationalign.pipeline import (
 from rationalign.teachers.self_training import PSEUDO_LABELS
 
 
-def gold_labels(texts: list[str], source: Path) -> tuple[list[str | None], int]:
-    """The gold label of each transfer text (None when the file has none for it) and how many texts the
-    file labels inconsistently (those count as the first label seen)."""
+def gold_labels(texts: list[str], source: Path) -> tuple[dict[str, str], int]:
+    """The source file's gold label by normalised text, and how many of ``texts`` it labels inconsistently
+    (those count as the first label seen)."""
     source_texts, source_labels = load_jsonl(source)
     seen: dict[str, set[str]] = {}
     first: dict[str, str] = {}
@@ -56,7 +57,7 @@ def gold_labels(texts: list[str], source: Path) -> tuple[list[str | None], int]:
         seen.setdefault(key, set()).add(label)
         first.setdefault(key, label)
     conflicting = sum(len(seen.get(normalise_for_match(t), ())) > 1 for t in texts)
-    return [first.get(normalise_for_match(t)) for t in texts], conflicting
+    return first, conflicting
 
 
 def main() -> None:
@@ -72,7 +73,8 @@ def main() -> None:
         )
     bundle = load_data(cfg.data)
     transfer = load_transfer_set(cfg.transfer, bundle, cfg.data.path)
-    gold, conflicting = gold_labels(transfer.texts, transfer.source)
+    gold_by_text, conflicting = gold_labels(transfer.texts, transfer.source)
+    gold = [gold_by_text.get(normalise_for_match(t)) for t in transfer.texts]
     known = np.array([g is not None for g in gold])
     if not known.any():
         raise ConfigError(
@@ -82,8 +84,7 @@ def main() -> None:
     gold_ids = np.array([names.index(g) if g in names else -1 for g in gold])
 
     run_dir = Path(cfg.output_dir)
-    dataset = str(cfg.data.path)
-    setting = f"{cfg.data.train_split.split('_')[-1]}-shot" if cfg.data.train_split != "train" else "full"
+    dataset, setting = dataset_and_setting(cfg.model_dump(mode="json"))
     setting += (
         f", transfer set {len(transfer.texts)} texts, min_confidence {cfg.teacher.self_train.min_confidence}"
     )
@@ -126,11 +127,10 @@ def main() -> None:
             kept = [
                 json.loads(line) for line in (folder / PSEUDO_LABELS).read_text(encoding="utf-8").splitlines()
             ]
-            lookup = dict(zip((normalise_for_match(t) for t in transfer.texts), gold, strict=True))
             checked = [
-                row["label"] == lookup[normalise_for_match(row["text"])]
+                row["label"] == gold_by_text[key]
                 for row in kept
-                if lookup.get(normalise_for_match(row["text"])) is not None
+                if (key := normalise_for_match(row["text"])) in gold_by_text
             ]
             per_label = Counter(row["label"] for row in kept)
             label = f"round {index + 1} pseudo-labels"
