@@ -11,6 +11,7 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -255,9 +256,7 @@ def trained_teacher_dir(cfg: DistillRunConfig) -> Path | None:
     return self_train_round_dirs(cfg, load_transfer_set(cfg.transfer, bundle, cfg.data.path), run_dir)[-1]
 
 
-def _self_trained_teacher(
-    cfg: DistillRunConfig, bundle: DataBundle, teacher, transfer: TransferSet, run_dir: Path
-):
+def _self_trained_teacher(cfg: DistillRunConfig, bundle: DataBundle, transfer: TransferSet, run_dir: Path):
     """Each round: the current teacher labels the transfer set, its confident labels join the labelled
     examples, and a new teacher is trained on both from the base model. Returns the last round's teacher
     and what each round kept and reached."""
@@ -266,12 +265,19 @@ def _self_trained_teacher(
     st = cfg.teacher.self_train
     assert st is not None and cfg.teacher.train is not None
     device = str(resolve_device(cfg.teacher.device))
+
+    # A teacher is loaded only when a round still has to label the transfer set, and the last round's at
+    # the end: with every round cached, that is one model load instead of one per round plus the base's.
+    def base_teacher():
+        return _teacher(cfg, bundle, run_dir)
+
+    load_current = base_teacher
     rounds = []
     for number, folder in enumerate(self_train_round_dirs(cfg, transfer, run_dir), start=1):
         summary_file = folder / "pseudo_labels.summary.json"
         if not summary_file.is_file():
             console.rule(f"[bold]teacher: self-training round {number}: labelling the transfer set")
-            probs = _transfer_soft_labels(cfg, teacher, transfer, run_dir)
+            probs = _transfer_soft_labels(cfg, load_current(), transfer, run_dir)
             pseudo = select_pseudo_labels(
                 transfer.texts, probs, bundle.label_space, st.min_confidence, st.max_per_label
             )
@@ -297,8 +303,10 @@ def _self_trained_teacher(
                 **{k: manifest["metrics"].get(k) for k in ("best_valid_accuracy", "test_accuracy")},
             }
         )
-        teacher = ClassifierTeacher(folder / "model", device=device, precision=cfg.teacher.precision)
-    return teacher, rounds
+        load_current = partial(
+            ClassifierTeacher, folder / "model", device=device, precision=cfg.teacher.precision
+        )
+    return load_current(), rounds
 
 
 def _ensemble_teacher(cfg: EnsembleConfig, bundle: DataBundle):
@@ -529,11 +537,12 @@ def distill_run(cfg: DistillRunConfig, progress: bool = True) -> DistillResult:
     if cfg.transfer is not None:
         transfer = load_transfer_set(cfg.transfer, bundle, cfg.data.path)
     needs_teacher = cfg.distill.alpha > 0 or cfg.priors is not None
-    teacher = _teacher(cfg, bundle, run_dir) if needs_teacher else None
     self_training: list[dict[str, Any]] = []
-    if cfg.teacher.self_train is not None:
+    if cfg.teacher.self_train is not None and needs_teacher:
         assert transfer is not None
-        teacher, self_training = _self_trained_teacher(cfg, bundle, teacher, transfer, run_dir)
+        teacher, self_training = _self_trained_teacher(cfg, bundle, transfer, run_dir)
+    else:
+        teacher = _teacher(cfg, bundle, run_dir) if needs_teacher else None
     timings["teacher"] = time.perf_counter() - t0
 
     soft = None

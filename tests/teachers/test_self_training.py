@@ -69,7 +69,9 @@ def _raw(tmp_path, tiny_data_dir, tiny_base_dir, **self_train):
     }
 
 
-def test_self_trained_teacher_gives_the_soft_labels_and_is_shared(tmp_path, tiny_data_dir, tiny_base_dir):
+def test_self_trained_teacher_gives_the_soft_labels_and_is_shared(
+    tmp_path, tiny_data_dir, tiny_base_dir, monkeypatch
+):
     bundle = load_data(DataConfig(path=str(tiny_data_dir)))
     raw = _raw(tmp_path, tiny_data_dir, tiny_base_dir, rounds=2, min_confidence=0.0, epochs=1)
     result = distill_run(build(DistillRunConfig, raw), progress=False)
@@ -92,11 +94,22 @@ def test_self_trained_teacher_gives_the_soft_labels_and_is_shared(tmp_path, tiny
     plain = {**raw, "teacher": {k: v for k, v in raw["teacher"].items() if k != "self_train"}}
     assert trained_teacher_dir(build(DistillRunConfig, plain)) == tmp_path / "teacher"
 
-    # another seed of the student reuses both rounds; a 1-round config reuses round 1
+    # another seed of the student reuses both rounds, and loads only the last round's teacher;
+    # a 1-round config reuses round 1
     stamps = [(f / "manifest.json").stat().st_mtime_ns for f in folders]
+    loaded: list[Path] = []
+    original_init = ClassifierTeacher.__init__
+
+    def recording_init(self, model_dir, *args, **kwargs):
+        loaded.append(Path(model_dir))
+        original_init(self, model_dir, *args, **kwargs)
+
+    monkeypatch.setattr(ClassifierTeacher, "__init__", recording_init)
     again = {**raw, "student": {**raw["student"], "seed": 1}, "output_dir": str(tmp_path / "run-s1")}
     distill_run(build(DistillRunConfig, again), progress=False)
     assert [(f / "manifest.json").stat().st_mtime_ns for f in folders] == stamps
+    assert loaded == [folders[1] / "model"]
+    monkeypatch.undo()
     one = _raw(tmp_path, tiny_data_dir, tiny_base_dir, rounds=1, min_confidence=0.0, epochs=1)
     one["output_dir"] = str(tmp_path / "run-one")
     first = distill_run(build(DistillRunConfig, one), progress=False).manifest["teacher"]["self_training"]
