@@ -189,7 +189,6 @@ class DistillResult:
 
 
 def _teacher(cfg: DistillRunConfig, bundle: DataBundle, run_dir: Path):
-    from rationalign.teachers.classifier import ClassifierTeacher
     from rationalign.teachers.spec import load_teacher
 
     if cfg.teacher.spec and cfg.teacher.ensemble:
@@ -206,6 +205,13 @@ def _teacher(cfg: DistillRunConfig, bundle: DataBundle, run_dir: Path):
     if not (teacher_dir / MANIFEST).is_file():
         console.rule("[bold]teacher: training")
         train_run(RunConfig(data=cfg.data, train=cfg.teacher.train, output_dir=str(teacher_dir)), resume=True)
+    return _classifier_teacher(cfg, teacher_dir)
+
+
+def _classifier_teacher(cfg: DistillRunConfig, teacher_dir: Path):
+    """The trained classifier teacher in ``teacher_dir``, on the configured device and precision."""
+    from rationalign.teachers.classifier import ClassifierTeacher
+
     device = str(resolve_device(cfg.teacher.device))
     return ClassifierTeacher(teacher_dir / "model", device=device, precision=cfg.teacher.precision)
 
@@ -260,18 +266,11 @@ def _self_trained_teacher(cfg: DistillRunConfig, bundle: DataBundle, transfer: T
     """Each round: the current teacher labels the transfer set, its confident labels join the labelled
     examples, and a new teacher is trained on both from the base model. Returns the last round's teacher
     and what each round kept and reached."""
-    from rationalign.teachers.classifier import ClassifierTeacher
-
     st = cfg.teacher.self_train
     assert st is not None and cfg.teacher.train is not None
-    device = str(resolve_device(cfg.teacher.device))
-
     # A teacher is loaded only when a round still has to label the transfer set, and the last round's at
     # the end: with every round cached, that is one model load instead of one per round plus the base's.
-    def base_teacher():
-        return _teacher(cfg, bundle, run_dir)
-
-    load_current = base_teacher
+    load_current = partial(_teacher, cfg, bundle, run_dir)
     rounds = []
     for number, folder in enumerate(self_train_round_dirs(cfg, transfer, run_dir), start=1):
         summary_file = folder / "pseudo_labels.summary.json"
@@ -303,9 +302,7 @@ def _self_trained_teacher(cfg: DistillRunConfig, bundle: DataBundle, transfer: T
                 **{k: manifest["metrics"].get(k) for k in ("best_valid_accuracy", "test_accuracy")},
             }
         )
-        load_current = partial(
-            ClassifierTeacher, folder / "model", device=device, precision=cfg.teacher.precision
-        )
+        load_current = partial(_classifier_teacher, cfg, folder)
     return load_current(), rounds
 
 
@@ -538,7 +535,7 @@ def distill_run(cfg: DistillRunConfig, progress: bool = True) -> DistillResult:
         transfer = load_transfer_set(cfg.transfer, bundle, cfg.data.path)
     needs_teacher = cfg.distill.alpha > 0 or cfg.priors is not None
     self_training: list[dict[str, Any]] = []
-    if cfg.teacher.self_train is not None and needs_teacher:
+    if cfg.teacher.self_train is not None:  # implies a transfer set, hence alpha > 0 (checked above)
         assert transfer is not None
         teacher, self_training = _self_trained_teacher(cfg, bundle, transfer, run_dir)
     else:
