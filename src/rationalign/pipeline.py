@@ -306,6 +306,18 @@ def _self_trained_teacher(cfg: DistillRunConfig, bundle: DataBundle, transfer: T
     return load_current(), rounds
 
 
+def _distillation_teacher(
+    cfg: DistillRunConfig, bundle: DataBundle, transfer: TransferSet | None, run_dir: Path
+) -> tuple[Any, list[dict[str, Any]]]:
+    """The teacher a run distils from and takes its priors from: the last self-training round's when
+    ``teacher.self_train`` is set (with what each round kept and reached), else the configured one."""
+    _check_self_train(cfg)
+    if cfg.teacher.self_train is not None:
+        assert transfer is not None  # _check_self_train insists on a transfer set
+        return _self_trained_teacher(cfg, bundle, transfer, run_dir)
+    return _teacher(cfg, bundle, run_dir), []
+
+
 def _ensemble_teacher(cfg: EnsembleConfig, bundle: DataBundle):
     from rationalign.teachers.ensemble import EnsembleTeacher
     from rationalign.teachers.rules import RuleSet
@@ -443,7 +455,9 @@ def shared_priors_config(cfgs: list[DistillRunConfig]) -> DistillRunConfig | Non
     def shared_part(c: DistillRunConfig) -> tuple:
         assert c.priors is not None
         sampling = c.priors.model_dump(exclude={"methods", "fuse", "weights"})
-        return sampling, c.teacher.model_dump(), c.data.model_dump()
+        # the transfer set decides a self-trained teacher, and so whose priors these are
+        transfer = c.transfer.model_dump() if c.transfer is not None else None
+        return sampling, c.teacher.model_dump(), c.data.model_dump(), transfer
 
     if any(shared_part(c) != shared_part(first) for c in with_priors):
         return None
@@ -462,7 +476,9 @@ def prime_prior_store(cfgs: list[DistillRunConfig]) -> dict | None:
     console.rule("[bold]priors of every variant: " + ", ".join(union.priors.methods))
     bundle = load_data(union.data)
     run_dir = Path(union.output_dir)
-    _, cost = compute_method_priors(union, _teacher(union, bundle, run_dir), bundle, run_dir)
+    transfer = load_transfer_set(union.transfer, bundle, union.data.path) if union.transfer else None
+    teacher, _ = _distillation_teacher(union, bundle, transfer, run_dir)
+    _, cost = compute_method_priors(union, teacher, bundle, run_dir)
     return cost
 
 
@@ -533,13 +549,9 @@ def distill_run(cfg: DistillRunConfig, progress: bool = True) -> DistillResult:
     transfer = None
     if cfg.transfer is not None:
         transfer = load_transfer_set(cfg.transfer, bundle, cfg.data.path)
-    needs_teacher = cfg.distill.alpha > 0 or cfg.priors is not None
-    self_training: list[dict[str, Any]] = []
-    if cfg.teacher.self_train is not None:  # implies a transfer set, hence alpha > 0 (checked above)
-        assert transfer is not None
-        teacher, self_training = _self_trained_teacher(cfg, bundle, transfer, run_dir)
-    else:
-        teacher = _teacher(cfg, bundle, run_dir) if needs_teacher else None
+    teacher, self_training = None, []
+    if cfg.distill.alpha > 0 or cfg.priors is not None:
+        teacher, self_training = _distillation_teacher(cfg, bundle, transfer, run_dir)
     timings["teacher"] = time.perf_counter() - t0
 
     soft = None

@@ -6,11 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rationalign.attribution.store import PriorStore
 from rationalign.config import build
 from rationalign.data.io import DataConfig, load_data
 from rationalign.data.types import LabelSpace
 from rationalign.errors import ConfigError, DataError
-from rationalign.pipeline import DistillRunConfig, distill_run, trained_teacher_dir
+from rationalign.pipeline import DistillRunConfig, distill_run, prime_prior_store, trained_teacher_dir
 from rationalign.teachers.classifier import ClassifierTeacher
 from rationalign.teachers.self_training import SelfTrainConfig, select_pseudo_labels
 
@@ -114,6 +115,27 @@ def test_self_trained_teacher_gives_the_soft_labels_and_is_shared(
     one["output_dir"] = str(tmp_path / "run-one")
     first = distill_run(build(DistillRunConfig, one), progress=False).manifest["teacher"]["self_training"]
     assert [r["dir"] for r in first] == [rounds[0]["dir"]]
+
+
+def test_the_grid_primes_the_store_with_the_self_trained_teachers_priors(
+    tmp_path, tiny_data_dir, tiny_base_dir
+):
+    # the grid computes every variant's priors before the runs: with self-training they must be the last
+    # round's teacher's, the ones the run aligns to, or each run computes them all over again
+    raw = _raw(tmp_path, tiny_data_dir, tiny_base_dir, rounds=1, min_confidence=0.0, epochs=1)
+    raw["priors"] = {"methods": ["lime"], "lime_samples": 8, "store": str(tmp_path / "priors.sqlite")}
+    cfg = build(DistillRunConfig, raw)
+    cost = prime_prior_store([cfg])
+    train_texts = len(load_data(DataConfig(path=str(tiny_data_dir))).train)
+    assert cost is not None and cost["lime"]["computed"] == train_texts
+    store = PriorStore(tmp_path / "priors.sqlite")
+    last = trained_teacher_dir(cfg)
+    assert last is not None and last != tmp_path / "teacher"
+    assert store.count(fingerprint=ClassifierTeacher(last / "model").fingerprint) == train_texts
+    assert store.count(fingerprint=ClassifierTeacher(tmp_path / "teacher" / "model").fingerprint) == 0
+    manifest = distill_run(cfg, progress=False).manifest
+    assert manifest["priors"]["cost"]["lime"]["computed"] == 0  # all read back from the store
+    assert manifest["priors"]["cost"]["lime"]["reused"] == train_texts
 
 
 def test_self_training_errors_say_what_to_fix(tmp_path, tiny_data_dir, tiny_base_dir):
