@@ -56,16 +56,21 @@ def main() -> None:
         )
         print(f"{method:32s} {metric:34s} {value:10.2f}", flush=True)
 
-    for threshold in args.thresholds:
+    def config(threshold: float) -> DistillRunConfig:
         overrides = [f"teacher.self_train.min_confidence={threshold}", "teacher.self_train.rounds=1"]
-        cfg = build(DistillRunConfig, apply_overrides(base, overrides), args.config)
-        if cfg.transfer is None or cfg.teacher.self_train is None:
-            raise ConfigError(
-                "self_train_threshold: the config needs a transfer set and teacher.self_train; fix: --set "
-                "transfer.split=train teacher.self_train.epochs=2"
-            )
-        bundle = load_data(cfg.data)
-        transfer = load_transfer_set(cfg.transfer, bundle, cfg.data.path)
+        return build(DistillRunConfig, apply_overrides(base, overrides), args.config)
+
+    # the data and the transfer set are the same for every threshold: read them once
+    first_cfg = config(args.thresholds[0])
+    if first_cfg.transfer is None or first_cfg.teacher.self_train is None:
+        raise ConfigError(
+            "self_train_threshold: the config needs a transfer set and teacher.self_train; fix: --set "
+            "transfer.split=train teacher.self_train.epochs=2"
+        )
+    bundle = load_data(first_cfg.data)
+    transfer = load_transfer_set(first_cfg.transfer, bundle, first_cfg.data.path)
+    for threshold in args.thresholds:
+        cfg = config(threshold)
         _, rounds = _self_trained_teacher(cfg, bundle, transfer, Path(cfg.output_dir))
         first = rounds[0]
         manifest = json.loads((Path(first["dir"]) / MANIFEST).read_text(encoding="utf-8"))
