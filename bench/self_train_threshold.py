@@ -29,7 +29,7 @@ from rationalign.config import apply_overrides, build, load_yaml
 from rationalign.data.io import load_data
 from rationalign.data.transfer import load_transfer_set
 from rationalign.errors import ConfigError
-from rationalign.pipeline import DistillRunConfig, _self_trained_teacher
+from rationalign.pipeline import DistillRunConfig, run_self_training
 from rationalign.training.run import MANIFEST
 
 
@@ -71,7 +71,7 @@ def main() -> None:
     transfer = load_transfer_set(first_cfg.transfer, bundle, first_cfg.data.path)
     for threshold in args.thresholds:
         cfg = config(threshold)
-        _, rounds = _self_trained_teacher(cfg, bundle, transfer, Path(cfg.output_dir))
+        rounds = run_self_training(cfg, bundle, transfer, Path(cfg.output_dir)).rounds
         first = rounds[0]
         manifest = json.loads((Path(first["dir"]) / MANIFEST).read_text(encoding="utf-8"))
         method = f"round-1 teacher, min_confidence {threshold}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -262,10 +263,21 @@ def trained_teacher_dir(cfg: DistillRunConfig) -> Path | None:
     return self_train_round_dirs(cfg, load_transfer_set(cfg.transfer, bundle, cfg.data.path), run_dir)[-1]
 
 
-def _self_trained_teacher(cfg: DistillRunConfig, bundle: DataBundle, transfer: TransferSet, run_dir: Path):
+@dataclass(frozen=True)
+class SelfTraining:
+    """What ``run_self_training`` made: each round's summary (kept, of, accuracy on valid and test, folder)
+    and a loader of the last round's teacher, so a caller that only reads the rounds never loads a model."""
+
+    rounds: list[dict[str, Any]]
+    load_teacher: Callable[[], Any]
+
+
+def run_self_training(
+    cfg: DistillRunConfig, bundle: DataBundle, transfer: TransferSet, run_dir: Path
+) -> SelfTraining:
     """Each round: the current teacher labels the transfer set, its confident labels join the labelled
-    examples, and a new teacher is trained on both from the base model. Returns the last round's teacher
-    and what each round kept and reached."""
+    examples, and a new teacher is trained on both from the base model. Finished rounds are read back
+    from their folders."""
     st = cfg.teacher.self_train
     assert st is not None and cfg.teacher.train is not None
     # A teacher is loaded only when a round still has to label the transfer set, and the last round's at
@@ -303,7 +315,7 @@ def _self_trained_teacher(cfg: DistillRunConfig, bundle: DataBundle, transfer: T
             }
         )
         load_current = partial(_classifier_teacher, cfg, folder)
-    return load_current(), rounds
+    return SelfTraining(rounds, load_current)
 
 
 def _distillation_teacher(
@@ -311,10 +323,10 @@ def _distillation_teacher(
 ) -> tuple[Any, list[dict[str, Any]]]:
     """The teacher a run distils from and takes its priors from: the last self-training round's when
     ``teacher.self_train`` is set (with what each round kept and reached), else the configured one."""
-    _check_self_train(cfg)
     if cfg.teacher.self_train is not None:
-        assert transfer is not None  # _check_self_train insists on a transfer set
-        return _self_trained_teacher(cfg, bundle, transfer, run_dir)
+        assert transfer is not None  # the callers' _check_self_train insists on a transfer set
+        trained = run_self_training(cfg, bundle, transfer, run_dir)
+        return trained.load_teacher(), trained.rounds
     return _teacher(cfg, bundle, run_dir), []
 
 
@@ -469,6 +481,8 @@ def shared_priors_config(cfgs: list[DistillRunConfig]) -> DistillRunConfig | Non
 def prime_prior_store(cfgs: list[DistillRunConfig]) -> dict | None:
     """Compute (or find in the store) every prior the variants ``cfgs`` need in one pass through one cached
     teacher, before any of them runs; returns the cost per method, or None when they share no store."""
+    for cfg in cfgs:  # every variant's config error before any teacher or prior work
+        _check_self_train(cfg)
     union = shared_priors_config(cfgs)
     if union is None:
         return None

@@ -9,9 +9,16 @@ import pytest
 from rationalign.attribution.store import PriorStore
 from rationalign.config import build
 from rationalign.data.io import DataConfig, load_data
+from rationalign.data.transfer import load_transfer_set
 from rationalign.data.types import LabelSpace
 from rationalign.errors import ConfigError, DataError
-from rationalign.pipeline import DistillRunConfig, distill_run, prime_prior_store, trained_teacher_dir
+from rationalign.pipeline import (
+    DistillRunConfig,
+    distill_run,
+    prime_prior_store,
+    run_self_training,
+    trained_teacher_dir,
+)
 from rationalign.teachers.classifier import ClassifierTeacher
 from rationalign.teachers.self_training import SelfTrainConfig, select_pseudo_labels
 
@@ -106,6 +113,13 @@ def test_self_trained_teacher_gives_the_soft_labels_and_is_shared(
         original_init(self, model_dir, *args, **kwargs)
 
     monkeypatch.setattr(ClassifierTeacher, "__init__", recording_init)
+    cfg = build(DistillRunConfig, raw)
+    assert cfg.transfer is not None
+    transfer = load_transfer_set(cfg.transfer, bundle, cfg.data.path)
+    read_back = run_self_training(cfg, bundle, transfer, Path(cfg.output_dir))
+    assert loaded == [] and read_back.rounds == rounds  # reading the rounds loads no model
+    assert read_back.load_teacher().fingerprint == last.fingerprint and loaded == [folders[1] / "model"]
+    loaded.clear()
     again = {**raw, "student": {**raw["student"], "seed": 1}, "output_dir": str(tmp_path / "run-s1")}
     distill_run(build(DistillRunConfig, again), progress=False)
     assert [(f / "manifest.json").stat().st_mtime_ns for f in folders] == stamps
@@ -143,6 +157,8 @@ def test_self_training_errors_say_what_to_fix(tmp_path, tiny_data_dir, tiny_base
     no_transfer = {**raw, "transfer": None}
     with pytest.raises(ConfigError, match=r"self_train needs unlabelled text.*fix: add a transfer set"):
         distill_run(build(DistillRunConfig, no_transfer), progress=False)
+    with pytest.raises(ConfigError, match=r"self_train needs unlabelled text"):  # before any teacher work
+        prime_prior_store([build(DistillRunConfig, no_transfer)])
     spec = {**raw, "teacher": {"spec": "model:somewhere", "self_train": {}}}
     with pytest.raises(ConfigError, match="self_train retrains a classifier teacher"):
         distill_run(build(DistillRunConfig, spec), progress=False)
