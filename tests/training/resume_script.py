@@ -38,7 +38,7 @@ def main() -> None:
     result = Trainer(clf, train, valid, cfg, run_dir, objective=SlowCrossEntropy(delay), progress=False).fit(
         resume=resume
     )
-    print("DONE", result.steps, flush=True)
+    print("DONE", result.steps, f"{result.wall_seconds:.3f}", flush=True)
 
 
 if __name__ == "__main__":

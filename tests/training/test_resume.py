@@ -57,6 +57,10 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path: Path):
     resumed = _run(killed, "resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "DONE 24" in resumed.stdout
+    # the reported training time covers the killed part too: its checkpointed steps slept 0.15 s each,
+    # while the resumed part (no delay) takes a fraction of that
+    wall = float(resumed.stdout.split("DONE 24")[1].split()[0])
+    assert wall >= step * 0.15, f"a resumed run reported {wall:.3f} s, less than its first part's sleeps"
     ref, got = _weights(reference), _weights(killed)
     assert ref.keys() == got.keys()
     for name in ref:

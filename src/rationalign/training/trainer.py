@@ -58,6 +58,8 @@ class TrainResult:
     steps: int
     epochs_run: int
     stopped_early: bool
+    # Training time of the whole run, summed over every resumed part (what an uninterrupted run takes,
+    # less the work a kill threw away after the last checkpoint), so a resumed run reports its full cost.
     wall_seconds: float
     train_examples_per_second: float
     history: list[EpochLog]
@@ -97,6 +99,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.objective = objective or CrossEntropyObjective(config.label_smoothing)
         self.progress = progress
+        self._clock = (time.perf_counter(), 0.0)  # (when this process began training, wall time saved before)
         self.labels = torch.tensor(train.label_ids(clf.label_space), dtype=torch.long)
         self.valid_labels = np.array(valid.label_ids(clf.label_space)) if valid is not None else None
         self.steps_per_epoch = math.ceil(len(train) / config.batch_size)
@@ -206,6 +209,7 @@ class Trainer:
             "loss_count": 0,
             "parts_sum": {},
             "train_seconds": 0.0,
+            "wall_seconds": 0.0,
             "examples_seen": 0,
             "done": False,
             "stopped_early": False,
@@ -213,7 +217,10 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         ckpt = find_checkpoint(self.run_dir) if resume else None
         if ckpt is not None:
-            state.update(load_checkpoint(ckpt, model, optimizer, scheduler))
+            saved = load_checkpoint(ckpt, model, optimizer, scheduler)
+            # checkpoints written before wall time was saved hold only the loop time: the closest lower bound
+            saved.setdefault("wall_seconds", saved.get("train_seconds", 0.0))
+            state.update(saved)
             # A kill between an epoch's log line and its checkpoint would leave a line to be written again.
             log = "".join(json.dumps(h) + "\n" for h in state["history"])
             (self.run_dir / LOG_FILE).write_text(log, encoding="utf-8")
@@ -221,11 +228,11 @@ class Trainer:
             (self.run_dir / LOG_FILE).unlink(missing_ok=True)
             if cfg.head_init == "prototype":
                 self.init_head_from_prototypes()
-        started = time.perf_counter()
+        self._clock = (time.perf_counter(), state["wall_seconds"])
         trained_now = not state["done"]
         if not state["done"]:
             self._loop(state, optimizer, scheduler)
-        wall = time.perf_counter() - started
+        wall = self._wall_so_far()
         model_dir = self.run_dir / MODEL_DIR
         if state["best_valid"] is None or not model_dir.exists():
             self.clf.save(model_dir)  # no validation set: the last weights are the model
@@ -245,6 +252,14 @@ class Trainer:
             history=history,
             trained_now=trained_now,
         )
+
+    def _wall_so_far(self) -> float:
+        started, before = self._clock
+        return before + time.perf_counter() - started
+
+    def _checkpoint(self, state: dict, optimizer: torch.optim.Optimizer, scheduler) -> None:
+        state["wall_seconds"] = self._wall_so_far()
+        save_checkpoint(self.run_dir, self.clf.model, optimizer, scheduler, state)
 
     def _loop(self, state: dict, optimizer: torch.optim.Optimizer, scheduler) -> None:
         cfg, model = self.config, self.clf.model
@@ -303,10 +318,10 @@ class Trainer:
                     ):
                         state["train_seconds"] += time.perf_counter() - epoch_start
                         epoch_start = time.perf_counter()
-                        save_checkpoint(self.run_dir, model, optimizer, scheduler, state)
+                        self._checkpoint(state, optimizer, scheduler)
                 state["train_seconds"] += time.perf_counter() - epoch_start
                 self._end_epoch(state, optimizer)
-                save_checkpoint(self.run_dir, model, optimizer, scheduler, state)
+                self._checkpoint(state, optimizer, scheduler)
 
     def _end_epoch(self, state: dict, optimizer: torch.optim.Optimizer) -> None:
         cfg = self.config
