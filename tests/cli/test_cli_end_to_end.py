@@ -41,6 +41,7 @@ def test_train_evaluate_predict(tmp_path: Path, tiny_data_dir: Path, tiny_base_d
     assert manifest["config"]["train"]["epochs"] == 3  # the --set override won over the YAML
     assert len(manifest["data"]["fingerprint"]) == 64 and len(manifest["model"]["base_hash"]) == 64
     assert len(manifest["history"]) == 3 and manifest["wall_seconds"] > 0
+    assert 0 < manifest["metrics"]["train_seconds"] <= manifest["wall_seconds"]  # one part: within the call
     assert (out / "model" / "README.md").read_text().count("test_accuracy") == 1
 
     evaluated = rationalign("evaluate", str(out / "model"), "--data", str(tiny_data_dir), "--json")

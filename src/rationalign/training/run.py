@@ -182,6 +182,7 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Ru
     }
     if test is not None:
         metrics.update(test_accuracy=test.accuracy, test_macro_f1=test.macro_f1)
+    metrics["train_seconds"] = result.wall_seconds  # every resumed part summed; wall_seconds is this call's
     metrics["train_examples_per_second"] = result.train_examples_per_second
     manifest = {
         "kind": "train",
